@@ -1,0 +1,149 @@
+"""Files: NIfTI volumes with their affine, HDF5 track files, atomic writes.
+
+NIfTI convention: arrays are ``(X, Y, Z)`` (or ``(X, Y, Z, C)``), z vertical. The affine maps a
+voxel index to the position of the voxel *centre* in mm in the block frame, so voxel ``i``
+covering ``[origin + i v, origin + (i + 1) v)`` has centre ``origin + (i + 1/2) v``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+
+__all__ = [
+    "nifti_affine",
+    "save_nifti",
+    "load_nifti",
+    "atomic_path",
+    "TRACK_DATASETS",
+    "TrackWriter",
+    "read_tracks",
+]
+
+TRACK_DATASETS = {
+    "p_gev": ("GeV/c", "true momentum at generation"),
+    "t_s": ("s", "arrival time since the start of the exposure"),
+    "in_pos_mm": ("mm", "measured incoming line at the block's top face"),
+    "in_dir": ("1", "measured incoming unit direction, pointing downward"),
+    "out_pos_mm": ("mm", "measured outgoing line at the block's bottom face"),
+    "out_dir": ("1", "measured outgoing unit direction, pointing downward"),
+    "poca_mm": ("mm", "point of closest approach of the measured lines"),
+    "theta_rad": ("rad", "scattering angle between the measured lines"),
+}
+_VECTOR_DATASETS = {"in_pos_mm", "in_dir", "out_pos_mm", "out_dir", "poca_mm"}
+
+
+def nifti_affine(voxel_mm, origin_mm=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """4x4 affine: voxel index -> voxel centre in mm."""
+    affine = np.diag([*map(float, voxel_mm), 1.0])
+    affine[:3, 3] = np.asarray(origin_mm, dtype=np.float64) + 0.5 * np.asarray(voxel_mm, dtype=np.float64)
+    return affine
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_nifti(path, array: np.ndarray, voxel_mm, origin_mm=(0.0, 0.0, 0.0)) -> Path:
+    """Write ``array`` ``(X, Y, Z[, C])`` atomically as NIfTI with units of mm."""
+    array = np.asarray(array)
+    if array.ndim not in (3, 4):
+        raise ValueError(f"{path}: expected a (X, Y, Z) or (X, Y, Z, C) array, got shape {array.shape}")
+    image = nib.Nifti1Image(array, nifti_affine(voxel_mm, origin_mm))
+    image.header.set_xyzt_units(xyz="mm")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
+
+
+def load_nifti(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI file: ``(array, affine)``; a clear error names a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such NIfTI file")
+    try:
+        image = nib.load(str(path))
+        array = np.asarray(image.dataobj)
+    except Exception as err:  # nibabel raises many types for truncated/corrupt files
+        raise ValueError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from None
+    return array, image.affine
+
+
+class TrackWriter:
+    """Append per-muon records to an HDF5 file (datasets ``TRACK_DATASETS``), written atomically.
+
+    Use as a context manager; the file appears at ``path`` only when the block exits cleanly.
+    Refuses to overwrite an existing file.
+    """
+
+    def __init__(self, path, attributes: Mapping[str, object]):
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path}: tracks file exists; choose another path or delete it")
+        self.attributes = dict(attributes)
+        self._atomic = None
+        self._file = None
+
+    def __enter__(self) -> "TrackWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._file = h5py.File(tmp, "w")
+        for name, (unit, description) in TRACK_DATASETS.items():
+            shape = (0, 3) if name in _VECTOR_DATASETS else (0,)
+            dtype = np.float32 if name == "p_gev" else np.float64
+            ds = self._file.create_dataset(name, shape=shape, maxshape=(None,) + shape[1:], dtype=dtype, chunks=True)
+            ds.attrs["unit"] = unit
+            ds.attrs["description"] = description
+        for key, value in self.attributes.items():
+            self._file.attrs[key] = value
+        return self
+
+    def append(self, records: Mapping[str, np.ndarray]) -> None:
+        """Append one batch; ``records`` maps every dataset name to an array of equal length."""
+        lengths = {len(records[name]) for name in TRACK_DATASETS}
+        if len(lengths) != 1:
+            raise ValueError(f"track records of unequal lengths: {lengths}")
+        n = lengths.pop()
+        if n == 0:
+            return
+        for name in TRACK_DATASETS:
+            ds = self._file[name]
+            ds.resize(ds.shape[0] + n, axis=0)
+            ds[-n:] = records[name]
+
+    def __exit__(self, exc_type, exc, tb):
+        self._file.close()
+        return self._atomic.__exit__(exc_type, exc, tb)
+
+
+def read_tracks(path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Read a tracks file: ``(datasets, file attributes)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such tracks file")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [name for name in TRACK_DATASETS if name not in f]
+            if missing:
+                raise ValueError(f"{path}: tracks file lacks datasets {missing}")
+            return {name: f[name][()] for name in TRACK_DATASETS}, dict(f.attrs)
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 tracks file ({err})") from None

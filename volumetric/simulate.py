@@ -1,0 +1,174 @@
+"""Simulation chain: cosmic muons -> detector -> block -> detector -> PoCA -> voxel statistics.
+
+One simulation covers the longest exposure; every muon has a Poisson arrival time, and the
+volume of a ``k``-day exposure is the prefix of the first ``k`` days (shared/docs/PHYSICS.md
+section 6). Muons are streamed in chunks of fixed duration, so memory is bounded by the chunk
+size and one set of running sums, whatever the exposure. Each chunk has its own seed derived
+from ``(seed, chunk index)``: the same seed and chunk size give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from volumetric.detector import Detector, measure_tracks
+from volumetric.muons import SECONDS_PER_DAY, EcoMugFlux
+from volumetric.reconstruction import PocaResult, VoxelStatistics, poca
+from volumetric.transport import MaterialGrid, TrackState, transport_through_block
+
+__all__ = ["DetectedMuons", "SimulationCounts", "simulate_chunk", "iter_exposures", "chunk_seeds"]
+
+
+@dataclass
+class DetectedMuons:
+    """Accepted muons of one chunk: truth, measured lines at the block faces, PoCA.
+
+    All tensors have length N. ``in_pos_mm`` is the measured incoming line at the block's top
+    face, ``out_pos_mm`` the outgoing line at its bottom face; directions are unit vectors
+    pointing downward (``dz < 0``).
+    """
+
+    p_gev: torch.Tensor
+    t_s: torch.Tensor
+    in_pos_mm: torch.Tensor
+    in_dir: torch.Tensor
+    out_pos_mm: torch.Tensor
+    out_dir: torch.Tensor
+    poca: PocaResult
+
+
+@dataclass
+class SimulationCounts:
+    """How many muons were generated, stopped in the block, accepted, and voxelised."""
+
+    generated: int = 0
+    stopped: int = 0
+    accepted: int = 0
+    poca_outside_grid: int = 0
+    chunks: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def chunk_seeds(seed: int, chunk_index: int) -> tuple[int, int]:
+    """Two independent 63-bit seeds (generation, transport+detector) for one chunk."""
+    state = np.random.SeedSequence([int(seed), int(chunk_index)]).generate_state(2, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1)), int(state[1] >> np.uint64(1))
+
+
+def _line(x, y, tx, ty, z_mm):
+    pos = torch.stack([x, y, torch.full_like(x, z_mm)], -1)
+    direction = torch.stack([tx, ty, -torch.ones_like(tx)], -1)
+    return pos.double(), direction.double() / torch.linalg.vector_norm(direction.double(), dim=-1, keepdim=True)
+
+
+def simulate_chunk(
+    grid: MaterialGrid,
+    detector: Detector,
+    flux: EcoMugFlux,
+    t_range_s: tuple[float, float],
+    seed: int,
+    chunk_index: int,
+    method: str = "straight",
+    device="cpu",
+) -> tuple[DetectedMuons, dict]:
+    """Generate, transport, detect and reconstruct the muons of one time window.
+
+    Returns:
+        The accepted muons and a dict of counts (``generated``, ``stopped``, ``accepted``).
+    """
+    gen_seed, run_seed = chunk_seeds(seed, chunk_index)
+    top, bottom = grid.top_z_mm, grid.origin_mm[2]
+    plane = detector.generation_plane
+    muons = flux.sample_plane(*t_range_s, plane.x_range_mm, plane.y_range_mm, seed=gen_seed, device=device)
+    generator = torch.Generator(device=device).manual_seed(run_seed)
+    incoming = measure_tracks(detector.above, muons.x_mm, muons.y_mm, muons.tx, muons.ty, plane.z_mm, top, generator)
+    drop = plane.z_mm - top
+    entry = TrackState(
+        muons.x_mm + muons.tx * drop, muons.y_mm + muons.ty * drop, muons.tx, muons.ty, muons.p_gev,
+        torch.ones_like(muons.p_gev, dtype=torch.bool),
+    )
+    exit_ = transport_through_block(grid, entry, generator, method=method)
+    outgoing = measure_tracks(detector.below, exit_.x_mm, exit_.y_mm, exit_.tx, exit_.ty, bottom, bottom, generator)
+    keep = incoming.ok & outgoing.ok & exit_.alive
+    in_pos, in_dir = _line(incoming.x_mm[keep], incoming.y_mm[keep], incoming.tx[keep], incoming.ty[keep], top)
+    out_pos, out_dir = _line(outgoing.x_mm[keep], outgoing.y_mm[keep], outgoing.tx[keep], outgoing.ty[keep], bottom)
+    result = poca(in_pos, in_dir, out_pos, out_dir, fallback_z_mm=0.5 * (top + bottom))
+    detected = DetectedMuons(muons.p_gev[keep], muons.t_s[keep], in_pos, in_dir, out_pos, out_dir, result)
+    counts = {"generated": len(muons), "stopped": int((~exit_.alive).sum()), "accepted": int(keep.sum())}
+    return detected, counts
+
+
+def _checkpoint_seconds(checkpoints_days) -> list[float]:
+    days = [float(d) for d in checkpoints_days]
+    if not days or any(not (math.isfinite(d) and d > 0) for d in days) or sorted(set(days)) != days:
+        raise ValueError(f"checkpoints_days must be strictly increasing positive days, got {checkpoints_days}")
+    return [d * SECONDS_PER_DAY for d in days]
+
+
+def iter_exposures(
+    grid: MaterialGrid,
+    detector: Detector,
+    checkpoints_days,
+    seed: int,
+    flux: EcoMugFlux | None = None,
+    method: str = "straight",
+    chunk_muons: int = 1 << 17,
+    device="cpu",
+    on_chunk: Callable[[DetectedMuons], None] | None = None,
+    progress: bool = True,
+    counts: SimulationCounts | None = None,
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """Simulate up to the last checkpoint and yield ``(days, statistics)`` at each checkpoint.
+
+    Args:
+        grid: scattering maps of the block; also the grid of the output statistics.
+        detector: tracking stations (see ``default_detector``).
+        checkpoints_days: strictly increasing exposures in days (fractions allowed).
+        seed: master seed.
+        flux: muon generator; default EcoMug at 166.7 Hz/m^2 up to the detector's acceptance.
+        method: transport method, ``"straight"`` (fast) or ``"stepwise"`` (reference).
+        chunk_muons: expected muons per chunk (sets the chunk duration; part of the seed contract).
+        device: torch device for generation, transport and PoCA; sums are kept on the CPU.
+        on_chunk: called with every chunk's accepted muons (e.g. a track writer).
+        progress: show a progress bar (tqdm, stderr).
+        counts: filled in with running totals if given.
+
+    Yields:
+        ``(days, sums)`` with ``sums`` a ``(3, X, Y, Z)`` float64 tensor of
+        ``STATISTIC_NAMES`` for the cumulative exposure ``[0, days]``.
+    """
+    detector.check_clears(grid.origin_mm[2], grid.top_z_mm)
+    stops_s = _checkpoint_seconds(checkpoints_days)
+    flux = flux or EcoMugFlux(theta_max_rad=detector.max_zenith_rad())
+    plane = detector.generation_plane
+    area_m2 = (plane.x_range_mm[1] - plane.x_range_mm[0]) * (plane.y_range_mm[1] - plane.y_range_mm[0]) * 1e-6
+    chunk_s = chunk_muons / (flux.window_rate_hz_per_m2 * area_m2)
+    n_chunks = int(math.ceil(stops_s[-1] / chunk_s - 1e-9))
+    stats = VoxelStatistics(grid.shape, grid.voxel_mm, grid.origin_mm)
+    counts = counts if counts is not None else SimulationCounts()
+    grid = grid.to(device)
+    next_stop = 0
+    for index in tqdm(range(n_chunks), desc="muon chunks", unit="chunk", disable=not progress):
+        t0, t1 = index * chunk_s, min((index + 1) * chunk_s, stops_s[-1])
+        detected, chunk_counts = simulate_chunk(grid, detector, flux, (t0, t1), seed, index, method, device)
+        for key, value in chunk_counts.items():
+            setattr(counts, key, getattr(counts, key) + value)
+        counts.chunks += 1
+        if on_chunk is not None:
+            on_chunk(detected)
+        t_s = detected.t_s.cpu()
+        start = 0
+        while next_stop < len(stops_s) and stops_s[next_stop] <= t1:
+            end = int(torch.searchsorted(t_s, torch.tensor(stops_s[next_stop], dtype=t_s.dtype), right=True))
+            stats.add(detected.poca.point_mm[start:end], detected.poca.theta_rad[start:end])
+            start = end
+            yield stops_s[next_stop] / SECONDS_PER_DAY, stats.volumes()
+            next_stop += 1
+        stats.add(detected.poca.point_mm[start:], detected.poca.theta_rad[start:])
+        counts.poca_outside_grid = stats.outside
