@@ -45,6 +45,7 @@ Two methods share this physics:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -117,6 +118,11 @@ class MaterialGrid:
     def top_z_mm(self) -> float:
         return self.origin_mm[2] + self.shape[2] * self.voxel_mm[2]
 
+    @functools.cached_property
+    def slabs(self) -> "_PaddedSlabs":
+        """Flattened per-slab lookup tables with an air ring (built once, reused by every chunk)."""
+        return _PaddedSlabs(self, *_air_values())
+
     def to(self, device) -> "MaterialGrid":
         return MaterialGrid(
             self.inv_x0_per_mm.to(device), self.stopping_power_mev_per_mm.to(device), self.voxel_mm, self.origin_mm
@@ -162,17 +168,57 @@ def _steps(slabs: _PaddedSlabs, step_mm: float | None):
             yield k, h, k * vz + j * h
 
 
-def _total_radiation_lengths(slabs, state, steps) -> torch.Tensor:
-    """First pass: X/X0 along the entry line (split-variance normalisation)."""
-    s = torch.sqrt(1 + state.tx**2 + state.ty**2)
-    x_total = torch.zeros_like(state.x_mm)
-    depth = 0.0
-    for k, h, _ in steps:
-        mid = depth + 0.5 * h
-        idx = slabs.flat_index(state.x_mm + state.tx * mid, state.y_mm + state.ty * mid)
-        x_total += slabs.inv_x0[k][idx] * (h * s)
-        depth += h
-    return x_total
+def _step_tensors(steps, device, dtype):
+    """Slab index, step height, height left below the step, and mid-step depth, each ``(K,)``."""
+    slab_k = torch.tensor([k for k, _, _ in steps], device=device)
+    h = torch.tensor([hh for _, hh, _ in steps], device=device, dtype=dtype)
+    height_after = torch.tensor([ha for _, _, ha in steps], device=device, dtype=dtype)
+    return slab_k, h, height_after, torch.cumsum(h, 0) - 0.5 * h
+
+
+def _line_integrals(slabs, steps, state, energy0, energy_loss, batch: int = 8192):
+    """Integrals along each muon's entry line, in batches of muons sorted by entry voxel.
+
+    Returns ``(x_total, var_theta, cov, var_u, exit_energy)`` per muon: X/X0, and the sums of
+    ``w_i = (l_i / X0_i) / (beta_i p_i)^2`` (GeV^-2), ``w_i (l_i/2 + R_i)`` and
+    ``w_i (l_i^2/12 + (l_i/2 + R_i)^2)``. Sorting keeps the table look-ups cache-local.
+    """
+    step_tensors = _step_tensors(steps, state.x_mm.device, state.x_mm.dtype)
+    order = torch.argsort(slabs.flat_index(state.x_mm, state.y_mm))
+    out = [torch.empty_like(state.x_mm) for _ in range(5)]
+    for lo in range(0, order.shape[0], batch):
+        part = order[lo : lo + batch]
+        values = _line_integrals_batch(
+            slabs, *step_tensors, state.x_mm[part], state.y_mm[part], state.tx[part], state.ty[part],
+            energy0[part], energy_loss,
+        )
+        for total, value in zip(out, values):
+            total[part] = value
+    return out
+
+
+def _line_integrals_batch(slabs, slab_k, h, height_after, depth_mid, x, y, tx, ty, energy0, energy_loss):
+    """One batch of ``_line_integrals``: step tensors ``(K,)``, muon tensors ``(n,)``, work ``(K, n)``."""
+    s = torch.sqrt(1 + tx * tx + ty * ty)
+    flat = slabs.flat_index(x + tx * depth_mid[:, None], y + ty * depth_mid[:, None])
+    flat += (slab_k * slabs.inv_x0.shape[1])[:, None]
+    path = h[:, None] * s
+    x_over_x0 = torch.take(slabs.inv_x0, flat) * path
+    if energy_loss:
+        energy = energy0 - torch.cumsum(torch.take(slabs.stopping, flat) * path, 0) * 1e-3
+    else:
+        energy = energy0.expand_as(path)
+    p2 = torch.clamp(energy * energy - MUON_MASS_GEV**2, min=1e-6)
+    # (1 / (beta p))^2 = E^2 / p^4; a stopped muon (E <= m) gets no more kicks
+    weight = x_over_x0 * (energy * energy / (p2 * p2)) * (energy > MUON_MASS_GEV)
+    lever = 0.5 * path + height_after[:, None] * s
+    return (
+        x_over_x0.sum(0),
+        weight.sum(0),
+        (weight * lever).sum(0),
+        (weight * (path * path / 12 + lever * lever)).sum(0),
+        energy[-1],
+    )
 
 
 def _energy_after(energy, stopping, path_mm, energy_loss: bool):
@@ -220,14 +266,16 @@ def transport_through_block(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if step_mm is not None and not step_mm > 0:
         raise ValueError(f"step_mm must be positive, got {step_mm}")
-    slabs = _PaddedSlabs(grid, *_air_values())
+    slabs = grid.slabs
     steps = list(_steps(slabs, step_mm))
-    x_total = _total_radiation_lengths(slabs, state, steps)
     energy0 = torch.sqrt(state.p_gev**2 + MUON_MASS_GEV**2)
+    integrals = _line_integrals(slabs, steps, state, energy0, energy_loss)
     beta0 = state.p_gev / energy0
-    log_factor = 1 + HIGHLAND_LOG * torch.log(x_total.clamp_min(MIN_LOG_X0) / beta0**2)
-    run = _transport_stepwise if method == "stepwise" else _transport_straight
-    out = run(slabs, state, steps, generator, log_factor, energy0, energy_loss)
+    log_factor = 1 + HIGHLAND_LOG * torch.log(integrals[0].clamp_min(MIN_LOG_X0) / beta0**2)
+    if method == "stepwise":
+        out = _transport_stepwise(slabs, state, steps, generator, log_factor, energy0, energy_loss)
+    else:
+        out = _transport_straight(state, steps, generator, log_factor, *integrals[1:])
     out.alive = out.alive & (out.p_gev >= p_cut_gev)
     return out
 
@@ -255,24 +303,11 @@ def _transport_stepwise(slabs, state, steps, generator, log_factor, energy, ener
     return TrackState(x, y, tx, ty, p, state.alive & (energy > MUON_MASS_GEV))
 
 
-def _transport_straight(slabs, state, steps, generator, log_factor, energy, energy_loss):
+def _transport_straight(state, steps, generator, log_factor, var_theta, cov, var_u, energy):
+    """Exit state from the closed-form Gaussian sums along the entry line."""
+    kick2 = (HIGHLAND_MEV * 1e-3 * log_factor) ** 2
+    var_theta, cov, var_u = var_theta * kick2, cov * kick2, var_u * kick2
     l11, l21, l22, s = _slope_factors(state.tx, state.ty)
-    kick_scale2 = (HIGHLAND_MEV * 1e-3 * log_factor) ** 2
-    var_theta = torch.zeros_like(state.x_mm)
-    cov = torch.zeros_like(var_theta)
-    var_u = torch.zeros_like(var_theta)
-    depth = 0.0
-    for k, h, height_after in steps:
-        idx = slabs.flat_index(state.x_mm + state.tx * (depth + 0.5 * h), state.y_mm + state.ty * (depth + 0.5 * h))
-        path = h * s
-        energy = _energy_after(energy, slabs.stopping[k][idx], path, energy_loss)
-        p, beta = _momentum_and_beta(energy)
-        sigma2 = kick_scale2 / (beta * p) ** 2 * (path * slabs.inv_x0[k][idx]) * (energy > MUON_MASS_GEV)
-        lever = 0.5 * path + height_after * s  # l/2 + remaining path to the bottom face
-        var_theta += sigma2
-        cov += sigma2 * lever
-        var_u += sigma2 * (path * path / 12 + lever * lever)
-        depth += h
     g = torch.randn((4,) + state.x_mm.shape, generator=generator, device=s.device, dtype=s.dtype)
     sd_theta = torch.sqrt(var_theta)
     slope_u = cov / sd_theta.clamp_min(1e-30)
@@ -280,6 +315,7 @@ def _transport_straight(slabs, state, steps, generator, log_factor, energy, ener
     theta_a, theta_b = sd_theta * g[0], sd_theta * g[2]
     u_a = slope_u * g[0] + resid_u * g[1]
     u_b = slope_u * g[2] + resid_u * g[3]
+    depth = sum(h for _, h, _ in steps)
     x = state.x_mm + state.tx * depth + (l11 / s) * u_a
     y = state.y_mm + state.ty * depth + (l21 * u_a + l22 * u_b) / s
     tx = state.tx + l11 * theta_a
