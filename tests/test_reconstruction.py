@@ -87,5 +87,19 @@ def test_statistics_add_up_over_disjoint_batches():
 
 
 def test_agrees_with_muograph_when_installed():
+    """PHYSICS.md 8.4: same PoCA as muograph's POCA.compute_poca_points on the same tracks.
+
+    muograph pins torch<2.4; install it beside ours with ``pip install --no-deps muograph`` plus
+    its pure-Python dependencies (see README) to run this comparison.
+    """
     poca_module = pytest.importorskip("muograph.reconstruction.poca")
-    pytest.skip(f"muograph {poca_module} present: comparison runs in benchmarks/simulate.py")
+    g = torch.Generator().manual_seed(5)
+    n = 2000
+    point = torch.rand(n, 3, generator=g, dtype=torch.float64) * torch.tensor([1000.0, 1000.0, 200.0])
+    v1 = _unit(torch.randn(n, 3, generator=g, dtype=torch.float64) * torch.tensor([0.3, 0.3, 0.0]) + torch.tensor([0, 0, -1.0]))
+    v2 = _unit(v1 + 0.03 * torch.randn(n, 3, generator=g, dtype=torch.float64))
+    shift = torch.randn(n, 3, generator=g, dtype=torch.float64)  # skew lines, DCA of a few mm
+    p1, p2 = point - 300 * v1, point + 250 * v2 + shift
+    ours = poca(p1, v1, p2, v2).point_mm
+    theirs = poca_module.POCA.compute_poca_points(p1.float(), p2.float(), v1.float(), v2.float()).double()
+    assert float((ours - theirs).norm(dim=-1).median()) < 1e-2

@@ -1,0 +1,170 @@
+"""One simulated block written as a folder: geometry, label map, exposure volumes, preview.
+
+Folder layout (all NIfTI ``(X, Y, Z[, C])``, z up, affine = voxel size and block origin in mm)::
+
+    geometry.json               the block description (volumetric-geometry/1)
+    label.nii.gz                uint8 classes 0 concrete, 1 rebar, 2 duct, 3 void, 4 unknown
+    inv_x0_per_mm.nii.gz        float32 true 1/X0 (1/mm): the analytic "ideal density" target
+    exposures/<days>d.nii.gz    float32 (X, Y, Z, 3): count, sum theta^2 (rad^2), sum theta^4 (rad^4)
+                                of the muons whose PoCA falls in each voxel, cumulative over [0, days]
+    simulation.json             settings, seed, detector, muon counts, software version
+    preview.png                 XY and XZ slices of mean theta^2 and of the label map
+
+The folder is built under a temporary name and renamed into place when complete, so a killed
+run leaves no half-written case under the final name. An existing non-empty folder is never
+overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from volumetric.detector import Detector, default_detector
+from volumetric.geometry import Block, RasterisedBlock, rasterise, save_geometry
+from volumetric.io import TrackWriter, save_nifti
+from volumetric.muons import EcoMugFlux
+from volumetric.reconstruction import STATISTIC_NAMES
+from volumetric.report import mean_theta2_mrad2, save_slice_montage
+from volumetric.simulate import DetectedMuons, SimulationCounts, iter_exposures
+from volumetric.transport import MaterialGrid
+
+__all__ = ["material_grid", "exposure_filename", "simulate_case", "check_output_folder"]
+
+
+def material_grid(raster: RasterisedBlock) -> MaterialGrid:
+    """Scattering maps of a rasterised block as a transport grid (origin at the block corner)."""
+    v = float(raster.voxel_mm)
+    return MaterialGrid(
+        torch.from_numpy(raster.inv_x0_per_mm), torch.from_numpy(raster.stopping_power_mev_per_mm), (v, v, v)
+    )
+
+
+def exposure_filename(days: float) -> str:
+    """``exposures/<days>d.nii.gz`` with the shortest exact decimal, e.g. ``0.25d``, ``100d``."""
+    return f"exposures/{float(days):g}d.nii.gz"
+
+
+def check_output_folder(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless ``overwrite``; a file in the way is always an error."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: folder exists and is not empty; pass --overwrite or choose another --out")
+
+
+def _track_records(muons: DetectedMuons) -> dict[str, np.ndarray]:
+    return {
+        "p_gev": muons.p_gev.cpu().numpy(),
+        "t_s": muons.t_s.cpu().numpy(),
+        "in_pos_mm": muons.in_pos_mm.cpu().numpy(),
+        "in_dir": muons.in_dir.cpu().numpy(),
+        "out_pos_mm": muons.out_pos_mm.cpu().numpy(),
+        "out_dir": muons.out_dir.cpu().numpy(),
+        "poca_mm": muons.poca.point_mm.cpu().numpy(),
+        "theta_rad": muons.poca.theta_rad.cpu().numpy(),
+    }
+
+
+def _settings(block, voxel_mm, days, seed, detector, flux, method, chunk_muons) -> dict:
+    from volumetric import __version__
+
+    return {
+        "software": f"volumetric {__version__}",
+        "seed": int(seed),
+        "voxel_mm": float(voxel_mm),
+        "block_size_mm": list(block.size_mm),
+        "checkpoints_days": [float(d) for d in days],
+        "rate_hz_per_m2": flux.rate_hz_per_m2,
+        "generated_rate_hz_per_m2": flux.window_rate_hz_per_m2,
+        "p_range_gev": [flux.p_min_gev, flux.p_max_gev],
+        "theta_max_rad": flux.theta_max_rad,
+        "transport_method": method,
+        "chunk_muons": int(chunk_muons),
+        "detector": detector.to_dict(),
+        "statistics_channels": list(STATISTIC_NAMES),
+        "units": {"length": "mm", "angle": "rad", "momentum": "GeV/c", "time": "s", "exposure": "days"},
+    }
+
+
+def simulate_case(
+    block: Block,
+    out_dir,
+    voxel_mm: float,
+    checkpoints_days,
+    seed: int = 0,
+    detector: Detector | None = None,
+    rate_hz_per_m2: float = 166.7,
+    method: str = "straight",
+    chunk_muons: int = 1 << 17,
+    save_tracks=None,
+    device="cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Simulate ``block`` for the longest exposure and write the case folder ``out_dir``.
+
+    Returns:
+        The ``simulation.json`` content (settings, counts, timing).
+    """
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir, overwrite)
+    if save_tracks is not None and Path(save_tracks).exists():
+        raise FileExistsError(f"{save_tracks}: tracks file exists; choose another path or delete it")
+    detector = detector or default_detector(block.size_mm)
+    flux = EcoMugFlux(rate_hz_per_m2=rate_hz_per_m2, theta_max_rad=detector.max_zenith_rad())
+    settings = _settings(block, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons)
+    work = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        summary = _write_case(block, work, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
+                              save_tracks, device, progress, settings)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk_muons, save_tracks, device,
+                progress, settings) -> dict:
+    start = time.perf_counter()
+    raster = rasterise(block, voxel_mm)
+    save_geometry(block, work / "geometry.json")
+    v3 = (raster.voxel_mm,) * 3
+    save_nifti(work / "label.nii.gz", raster.label, v3)
+    save_nifti(work / "inv_x0_per_mm.nii.gz", raster.inv_x0_per_mm.astype(np.float32), v3)
+    counts = SimulationCounts()
+    attributes = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in settings.items()}
+    with TrackWriter(save_tracks, attributes) if save_tracks else contextlib.nullcontext() as writer:
+        exposures = iter_exposures(
+            material_grid(raster), detector, days, seed, flux=flux, method=method, chunk_muons=chunk_muons,
+            device=device, progress=progress, counts=counts,
+            on_chunk=(lambda muons: writer.append(_track_records(muons))) if writer else None,
+        )
+        last = _write_exposures(exposures, work, v3)
+    summary = dict(settings)
+    summary["counts"] = {k: v for k, v in vars(counts).items() if k != "extra"}
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    summary["host"] = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device)}
+    (work / "simulation.json").write_text(json.dumps(summary, indent=2))
+    rows = {f"mean theta^2 (mrad^2), {days[-1]:g} d": mean_theta2_mrad2(last)}
+    save_slice_montage(work / "preview.png", rows, raster.label, v3)
+    return summary
+
+
+def _write_exposures(exposures, work: Path, voxel3) -> np.ndarray:
+    last = None
+    for days, sums in exposures:
+        last = sums.numpy()
+        save_nifti(work / exposure_filename(days), np.moveaxis(last, 0, -1).astype(np.float32), voxel3)
+    return last
