@@ -104,3 +104,16 @@ def test_missing_and_malformed_geometry(tmp_path, capsys):
 def test_bad_days_rejected_by_the_parser(geometry, tmp_path):
     with pytest.raises(SystemExit):
         main(["simulate", "--geometry", str(geometry), "--days", "-1", "--voxel-mm", "20", "--out", str(tmp_path / "x")])
+
+
+def test_custom_detector_is_used_and_recorded(tmp_path, geometry):
+    from volumetric.detector import default_detector
+
+    det = default_detector((200.0, 200.0, 100.0), gap_mm=30.0, lever_arm_mm=300.0, efficiency=0.9)
+    path = tmp_path / "det.json"
+    path.write_text(json.dumps(det.to_dict()))
+    assert _simulate(geometry, tmp_path / "case", "--detector", str(path)) == 0
+    summary = json.loads((tmp_path / "case" / "simulation.json").read_text())
+    assert summary["detector"] == json.loads(json.dumps(det.to_dict()))
+    path.write_text(json.dumps({"above": []}))
+    assert _simulate(geometry, tmp_path / "case2", "--detector", str(path)) == 2

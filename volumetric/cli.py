@@ -36,6 +36,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--rate-hz-per-m2", type=_positive_float, default=166.7,
                    help="sky-plane muon rate, Hz/m^2 (166.7 = 14.4e6 muons/day/m^2, the reference)")
+    p.add_argument("--detector", type=Path, default=None,
+                   help="detector JSON ({'above': [stations], 'below': [stations]}, as in simulation.json); "
+                        "default: two stations 50 and 450 mm above and below the block, 0.58 mm, 98%%")
     p.add_argument("--save-tracks", type=Path, default=None, help="write per-muon records to this HDF5 file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,6 +72,17 @@ def _reference_geometry_path() -> Path:
     return Path(__file__).resolve().parent.parent / "examples" / "reference_block.json"
 
 
+def _load_detector(path: Path):
+    from volumetric.detector import Detector
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such detector file")
+    try:
+        return Detector.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a detector description ({type(err).__name__}: {err})") from None
+
+
 def _run_simulation(args) -> int:
     import torch
 
@@ -80,8 +94,9 @@ def _run_simulation(args) -> int:
     geometry = args.geometry or _reference_geometry_path()
     block = load_geometry(geometry)
     days = sorted(set(args.days))
+    detector = _load_detector(args.detector) if args.detector else None
     summary = simulate_case(
-        block, args.out, args.voxel_mm, days, seed=args.seed, rate_hz_per_m2=args.rate_hz_per_m2,
+        block, args.out, args.voxel_mm, days, seed=args.seed, detector=detector, rate_hz_per_m2=args.rate_hz_per_m2,
         method=args.method, save_tracks=args.save_tracks, device=_device(args.device),
         progress=not args.no_progress, overwrite=args.overwrite,
     )
