@@ -149,3 +149,15 @@ def test_cuda_matches_highland():
     out = transport_through_block(grid, state, torch.Generator("cuda").manual_seed(0), energy_loss=False)
     theta0 = highland_theta0_rad(3.0, 200.0 / get_material("concrete").x0_mm, 3.0 / math.hypot(3.0, MUON_MASS_GEV))
     assert float(torch.atan(out.tx).std()) / theta0 == pytest.approx(1.0, abs=0.02)
+
+
+def test_many_distinct_values_use_float_tables_and_same_physics():
+    """Over 256 distinct (1/X0, dE/dx) pairs: no uint8 palette, same Highland width."""
+    grid = slab_grid("concrete", 200.0, 2.0)
+    jitter = 1 + 1e-4 * torch.arange(grid.inv_x0_per_mm.numel(), dtype=torch.float32).reshape(grid.shape) / 400
+    grid = MaterialGrid(grid.inv_x0_per_mm * jitter, grid.stopping_power_mev_per_mm, grid.voxel_mm, grid.origin_mm)
+    assert grid.slabs.codes is None
+    out = run(grid, 3.0, "straight", energy_loss=False)
+    theta0 = highland_theta0_rad(3.0, 200.0 / get_material("concrete").x0_mm, 3.0 / math.hypot(3.0, MUON_MASS_GEV))
+    assert float(torch.atan(out.tx).std()) / theta0 == pytest.approx(1.0, abs=0.02)
+    assert slab_grid("concrete", 20.0, 2.0).slabs.codes is not None
