@@ -1,0 +1,325 @@
+"""Whole-block prediction by sliding windows, and NIfTI in / NIfTI out.
+
+:func:`predict_volume` runs a registered net (``dense`` or ``joint``, see :mod:`nets`) over a
+whole ``(C, X, Y, Z)`` block with MONAI's
+:func:`~monai.inferers.sliding_window_inference`: windows of ``roi_size`` voxels run on
+``sw_device`` (where the net's weights are, e.g. the GPU) and are blended with Gaussian
+weights into an output kept on ``device`` (the CPU by default, so a block larger than the
+GPU memory still fits). :func:`infer_nifti` reads a NIfTI volume and writes the upsampled
+volume, the label map and optionally the class probabilities with the input's affine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from nets.registry import net_kind
+from volumetric.io import atomic_path, load_nifti
+
+__all__ = ["predict_volume", "resolve_roi", "check_spacing", "output_paths", "infer_nifti"]
+
+
+def _as_volume(volume: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``(C, X, Y, Z)`` float32 tensor, checked for rank and finiteness."""
+    t = volume if isinstance(volume, torch.Tensor) else torch.as_tensor(np.asarray(volume))
+    if t.ndim != 4:
+        raise ValueError(f"expected a (C, X, Y, Z) volume, got shape {tuple(t.shape)}")
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("input volume contains NaN or Inf values")
+    return t
+
+
+def resolve_roi(roi_size: int | Sequence[int], shape: Sequence[int], multiple: int = 1) -> tuple[int, ...]:
+    """Window size actually used for a volume of spatial ``shape``.
+
+    A window dimension larger than the volume is clamped to the volume's size rounded up to
+    ``multiple`` (the volume is then zero-padded to it by MONAI), so a 20-voxel-thick block
+    with a 32-voxel window and a net needing multiples of 8 runs 24-voxel windows.
+
+    Args:
+        roi_size: window edge (int) or edges ``(X, Y, Z)`` in voxels.
+        shape: spatial size ``(X, Y, Z)`` of the volume.
+        multiple: every window edge must be a multiple of this (the net's ``size_multiple``).
+
+    Returns:
+        The window edges ``(X, Y, Z)``.
+
+    Raises:
+        ValueError: if a window edge is not a positive multiple of ``multiple``.
+    """
+    roi = (roi_size,) * len(shape) if isinstance(roi_size, int) else tuple(roi_size)
+    if len(roi) != len(shape) or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in roi):
+        raise ValueError(f"roi_size must be a positive int or {len(shape)} positive ints, got {roi_size!r}")
+    bad = [r for r in roi if r % multiple]
+    if bad:
+        raise ValueError(
+            f"roi_size {roi} must be a multiple of {multiple} (the net's size_multiple) in every dimension; "
+            f"e.g. {tuple(max(multiple, round(r / multiple) * multiple) for r in roi)}"
+        )
+    return tuple(min(r, math.ceil(s / multiple) * multiple) for r, s in zip(roi, shape))
+
+
+def _check_channels(net: nn.Module, channels: int) -> None:
+    expected = getattr(net, "in_channels", None)
+    if expected is not None and channels != expected:
+        raise ValueError(f"the net expects {expected} input channel(s), got a volume with {channels}")
+
+
+def _net_device(net: nn.Module) -> torch.device:
+    param = next(iter(net.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _predictor(net: nn.Module, exposure_days: float | None, amp: bool):
+    """Window function: net forward with per-window exposure broadcast, float32 outputs."""
+
+    def run(window: torch.Tensor):
+        days = None
+        if exposure_days is not None:
+            days = torch.full((window.shape[0],), float(exposure_days), device=window.device)
+        dtype = torch.float16 if window.device.type == "cuda" else torch.bfloat16
+        with torch.autocast(window.device.type, dtype=dtype, enabled=amp):
+            out = net(window, exposure_days=days)
+        if isinstance(out, dict):
+            return {k: v.float() for k, v in out.items()}
+        return out.float()
+
+    return run
+
+
+def predict_volume(
+    net: nn.Module,
+    volume: np.ndarray | torch.Tensor,
+    roi_size: int | Sequence[int],
+    overlap: float = 0.25,
+    sw_batch_size: int = 4,
+    mode: str = "gaussian",
+    device: torch.device | str | None = "cpu",
+    sw_device: torch.device | str | None = None,
+    amp: bool = False,
+    exposure_days: float | None = None,
+    progress: bool = False,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Run a net over a whole block by overlapping windows.
+
+    The net is put in eval mode for the call (and restored after) and runs without gradients.
+    Window batches of ``sw_batch_size`` run on ``sw_device``; outputs are blended (Gaussian
+    weights by default, ``sigma_scale`` 0.125 of the window) on ``device``. Exposure-conditioned
+    nets get ``exposure_days`` broadcast to every window of each batch (a closure, since the
+    last batch may be smaller than ``sw_batch_size``).
+
+    Args:
+        net: a dense net (tensor output) or a joint net (``{"image", "logits"}`` output).
+        volume: input ``(C, X, Y, Z)``, numpy or torch.
+        roi_size: window edge(s) in voxels, multiples of ``net.size_multiple``; clamped to the
+            volume (see :func:`resolve_roi`). Prefer anisotropic windows (e.g. 64x64x32) for
+            thin blocks.
+        overlap: window overlap fraction in ``[0, 1)``.
+        sw_batch_size: windows per forward pass.
+        mode: ``"gaussian"`` or ``"constant"`` blending.
+        device: where the stitched output lives (``None``: the input's device).
+        sw_device: where windows run (``None``: the device of the net's weights).
+        amp: autocast windows (float16 on CUDA, bfloat16 on CPU); outputs are float32.
+        exposure_days: exposure time in days for conditioned nets, else ``None``.
+        progress: show MONAI's progress bar.
+
+    Returns:
+        ``(C_out, X, Y, Z)`` float32 tensor on ``device``, or a dict of such tensors for joint nets.
+
+    Raises:
+        ValueError: for a wrong rank or channel count, NaN/Inf input, a bad window, overlap
+            or exposure.
+    """
+    x = _as_volume(volume)
+    _check_channels(net, x.shape[0])
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+        raise ValueError(f"sw_batch_size must be a positive int, got {sw_batch_size!r}")
+    if exposure_days is not None and not (math.isfinite(exposure_days) and exposure_days > 0):
+        raise ValueError(f"exposure_days must be a positive number of days, got {exposure_days!r}")
+    roi = resolve_roi(roi_size, x.shape[1:], int(getattr(net, "size_multiple", 1)))
+    sw_device = _net_device(net) if sw_device is None else torch.device(sw_device)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            out = sliding_window_inference(
+                x[None], roi, sw_batch_size, _predictor(net, exposure_days, amp), overlap=overlap, mode=mode,
+                sw_device=sw_device, device=device, progress=progress,
+            )
+    finally:
+        net.train(was_training)
+    if isinstance(out, dict):
+        return {k: v[0] for k, v in out.items()}
+    return out[0]
+
+
+def check_spacing(affine: np.ndarray, trained_voxel_mm: float | Sequence[float], tolerance: float = 0.01) -> None:
+    """Refuse a volume whose voxel spacing differs from the one a model was trained on.
+
+    Args:
+        affine: 4x4 NIfTI affine (voxel index -> mm); spacing is the norm of each column.
+        trained_voxel_mm: training voxel edge in mm, one value or ``(x, y, z)``.
+        tolerance: allowed relative difference per axis.
+
+    Raises:
+        ValueError: naming both spacings when an axis differs by more than ``tolerance``.
+    """
+    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    trained = np.broadcast_to(np.asarray(trained_voxel_mm, dtype=np.float64), (3,))
+    if np.any(np.abs(spacing - trained) > tolerance * trained):
+        raise ValueError(
+            f"volume voxel spacing {tuple(np.round(spacing, 4).tolist())} mm differs from the model's training "
+            f"spacing {tuple(trained.tolist())} mm (tolerance {tolerance:.0%}); resample the volume first"
+        )
+
+
+def output_paths(in_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Output files of :func:`infer_nifti` for ``in_path``: ``image``, ``label``, ``probabilities``.
+
+    Names are ``<stem>_upsampled.nii.gz``, ``<stem>_label.nii.gz`` and
+    ``<stem>_probabilities.nii.gz`` where ``<stem>`` is the input name without ``.nii[.gz]``.
+    """
+    name = Path(in_path).name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.removesuffix(".nii")
+    out = Path(out_dir)
+    return {k: out / f"{stem}_{suffix}.nii.gz" for k, suffix in
+            (("image", "upsampled"), ("label", "label"), ("probabilities", "probabilities"))}
+
+
+def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units(xyz="mm")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+
+
+def _split_outputs(out, dense_output: str | None) -> dict[str, torch.Tensor]:
+    """Name a net's output ``image`` and/or ``logits``."""
+    if isinstance(out, dict):
+        return {k: out[k] for k in ("image", "logits") if k in out}
+    kind = dense_output or ("image" if out.shape[0] == 1 else "logits")
+    if kind not in ("image", "logits"):
+        raise ValueError(f"dense_output must be 'image', 'logits' or None, got {dense_output!r}")
+    return {kind: out}
+
+
+def infer_nifti(
+    net: nn.Module,
+    in_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    roi_size: int | Sequence[int] = (64, 64, 32),
+    segmenter: nn.Module | None = None,
+    trained_voxel_mm: float | Sequence[float] | None = None,
+    spacing_tolerance: float = 0.01,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+    dense_output: str | None = None,
+    **predict_kwargs,
+) -> dict[str, Path]:
+    """Predict a NIfTI volume and write NIfTI outputs with the input's affine.
+
+    ``net`` is an upsampler (dense, 1 channel: writes the upsampled volume), a segmenter
+    (dense, K channels: the label map), or a joint net (both). With ``segmenter`` given, the
+    pipeline is upsample -> segment: ``net``'s image is segmented by ``segmenter``. The label
+    map is the argmax of the logits (uint8); probabilities (``(X, Y, Z, K)`` float32 softmax)
+    only with ``save_probabilities``.
+
+    Args:
+        net: the first (or only) net.
+        in_path: input NIfTI, ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
+        out_dir: output folder (created); files named by :func:`output_paths`.
+        roi_size: window edge(s) in voxels (see :func:`predict_volume`).
+        segmenter: optional segmentation net run on ``net``'s image.
+        trained_voxel_mm: the model's training voxel edge in mm; checked by
+            :func:`check_spacing` when given.
+        spacing_tolerance: relative tolerance of that check.
+        save_probabilities: also write class probabilities.
+        overwrite: replace existing outputs instead of refusing.
+        dense_output: ``"image"`` or ``"logits"`` to name a dense net's output (default: one
+            channel is an image, more are logits).
+        **predict_kwargs: passed to :func:`predict_volume` (``overlap``, ``sw_batch_size``,
+            ``mode``, ``sw_device``, ``amp``, ``exposure_days``, ``progress``...).
+
+    Returns:
+        The written files by key: ``image``, ``label``, ``probabilities``.
+
+    Raises:
+        FileExistsError: if an output exists and ``overwrite`` is False (checked before running
+            the net when the outputs can be known from it).
+        ValueError: for a spacing mismatch or a bad input (see :func:`predict_volume`).
+    """
+    array, affine = load_nifti(in_path)
+    if trained_voxel_mm is not None:
+        check_spacing(affine, trained_voxel_mm, spacing_tolerance)
+    volume = array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+    paths = output_paths(in_path, out_dir)
+    planned = _planned_keys(net, segmenter, dense_output, save_probabilities)
+    if planned is not None:
+        _refuse_existing(paths, planned, overwrite)
+    outputs = _split_outputs(predict_volume(net, volume, roi_size, **predict_kwargs), dense_output)
+    if segmenter is not None:
+        if "image" not in outputs:
+            raise ValueError("segmenter given but the first net produced no image to segment")
+        seg_kwargs = {k: v for k, v in predict_kwargs.items() if k != "exposure_days"}
+        outputs["logits"] = predict_volume(segmenter, outputs["image"], roi_size, **seg_kwargs)
+    wanted = _keys_for(set(outputs), save_probabilities)
+    _refuse_existing(paths, wanted, overwrite)
+    return _write_outputs(outputs, wanted, paths, affine)
+
+
+def _keys_for(produced: set[str], save_probabilities: bool) -> set[str]:
+    """Files written for net outputs ``produced`` (``image`` and/or ``logits``)."""
+    keys = {"image"} & produced
+    if "logits" in produced:
+        keys |= {"label", "probabilities"} if save_probabilities else {"label"}
+    return keys
+
+
+def _planned_keys(net, segmenter, dense_output, save_probabilities) -> set[str] | None:
+    """Files :func:`infer_nifti` will write, known before running the net (``None``: unknown)."""
+    spec = getattr(net, "net_spec", None)
+    if spec is not None and net_kind(spec["name"]) == "joint":
+        produced = {"image", "logits"}
+    elif dense_output is not None:
+        produced = {dense_output}
+    elif isinstance(getattr(net, "out_channels", None), int):
+        produced = {"image" if net.out_channels == 1 else "logits"}
+    else:
+        return None
+    if segmenter is not None:
+        produced |= {"logits"}
+    return _keys_for(produced, save_probabilities)
+
+
+def _refuse_existing(paths: dict[str, Path], keys: set[str], overwrite: bool) -> None:
+    existing = [str(paths[k]) for k in sorted(keys) if paths[k].exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"outputs exist: {', '.join(existing)}; pass overwrite=True to replace them")
+
+
+def _write_outputs(outputs: dict[str, torch.Tensor], wanted: set[str], paths: dict[str, Path], affine) -> dict:
+    written = {}
+    if "image" in wanted:
+        image = outputs["image"].cpu().numpy()
+        _save(paths["image"], image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1), affine)
+        written["image"] = paths["image"]
+    if "label" in wanted:
+        _save(paths["label"], outputs["logits"].argmax(0).to(torch.uint8).cpu().numpy(), affine)
+        written["label"] = paths["label"]
+    if "probabilities" in wanted:
+        probs = torch.softmax(outputs["logits"], 0).cpu().numpy()
+        _save(paths["probabilities"], np.moveaxis(probs, 0, -1).astype(np.float32), affine)
+        written["probabilities"] = paths["probabilities"]
+    return written
