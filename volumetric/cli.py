@@ -1,4 +1,4 @@
-"""Command line: ``volumetric simulate`` and ``volumetric demo``.
+"""Command line: ``volumetric simulate``, ``volumetric demo`` and ``volumetric reconstruct``.
 
 The entry point parses arguments and calls library functions; errors the user can fix (bad
 geometry, existing outputs, missing files) are printed as one line and exit with status 2.
@@ -27,13 +27,24 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n such as 1/4, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"expected i/n with 1 <= i <= n, got {text!r}")
+    return i, n
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output case folder (refused if non-empty)")
     p.add_argument("--seed", type=int, default=0, help="master seed (same seed, same bytes)")
     p.add_argument("--method", choices=("straight", "stepwise"), default="straight",
                    help="transport: closed form along the entry line (fast) or step by step (reference)")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: faster than 2 on a 2-core machine, see benchmarks/simulate.py)")
     p.add_argument("--rate-hz-per-m2", type=_positive_float, default=166.7,
                    help="sky-plane muon rate, Hz/m^2 (166.7 = 14.4e6 muons/day/m^2, the reference)")
     p.add_argument("--detector", type=Path, default=None,
@@ -47,16 +58,53 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="volumetric", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="simulate a block given as geometry JSON")
-    sim.add_argument("--geometry", required=True, type=Path, help="block description (volumetric-geometry/1 JSON)")
-    sim.add_argument("--days", required=True, type=_positive_float, nargs="+",
-                     help="exposure checkpoints in days (fractions allowed), e.g. 0.25 1 3")
-    sim.add_argument("--voxel-mm", required=True, type=_positive_float, help="voxel edge in mm")
+    sim = sub.add_parser("simulate", help="simulate a block given as geometry JSON, or a random dataset (--preset)")
+    source = sim.add_mutually_exclusive_group()
+    source.add_argument("--geometry", type=Path, help="block description (volumetric-geometry/1 JSON)")
+    source.add_argument("--preset", choices=("tiny", "cpu", "full"),
+                        help="build a random dataset at this scale into --out (resumable; see docs/dataset_format.md)")
+    sim.add_argument("--days", type=_positive_float, nargs="+",
+                     help="with --geometry: exposure checkpoints in days (fractions allowed), e.g. 0.25 1 3")
+    sim.add_argument("--voxel-mm", type=_positive_float, help="with --geometry: voxel edge in mm")
+    sim.add_argument("--cases", type=int, default=None, help="with --preset: number of cases of the dataset")
+    sim.add_argument("--shard", type=_shard, default=(1, 1),
+                     help="with --preset: i/n, write only cases j with j %% n == i-1 (e.g. 1/2 and 2/2)")
+    sim.add_argument("--name", default=None, help="with --preset: dataset name (default <preset>-seed<seed>)")
     _add_run_options(sim)
+    rec = sub.add_parser("reconstruct", help="turn a track file (.h5, .csv, .root) into a case folder")
+    rec.add_argument("--tracks", required=True, type=Path, help="tracks: our HDF5, CSV of per-plane hits, or ROOT")
+    rec.add_argument("--geometry", type=Path, default=None, help="block description: adds labels (optional)")
+    rec.add_argument("--block-size-mm", type=_positive_float, nargs=3, default=None,
+                     help="block x y thickness in mm when there is no geometry (HDF5 files carry it)")
+    rec.add_argument("--voxel-mm", required=True, type=_positive_float, help="voxel edge in mm")
+    rec.add_argument("--days", required=True, type=_positive_float, nargs="+",
+                     help="exposure checkpoints in days (one value, the acquisition time, if the tracks have no t_s)")
+    rec.add_argument("--out", required=True, type=Path, help="output case folder (refused if non-empty)")
+    rec.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     demo = sub.add_parser("demo", help="simulate the reference block at a small scale and write a preview")
     _add_run_options(demo)
     demo.set_defaults(days=list(DEMO_DAYS), voxel_mm=DEMO_VOXEL_MM, geometry=None)
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser("train", help="train an upsampler, segmenter or joint model from a YAML config")
+    train.add_argument("-c", "--config", type=Path, default=None, help="YAML config (configs/*.yaml)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="dotted overrides parsed as YAML, e.g. optim.lr=1e-3 train.steps=20")
+    train.add_argument("--resume", type=Path, default=None,
+                       help="continue the run in this folder from checkpoints/last.pt (overrides apply, "
+                            "e.g. train.steps=N to extend)")
+
+
+def _run_train(args) -> int:
+    from volumetric.engine import run_training
+
+    summary = run_training(args.config, args.overrides, args.resume)
+    if summary.get("rank", 0) == 0:
+        print(json.dumps(summary))
+    return 0
 
 
 def _device(name: str):
@@ -107,11 +155,68 @@ def _run_simulation(args) -> int:
     return 0
 
 
+def _check_simulate_args(parser: argparse.ArgumentParser, args) -> None:
+    if args.command != "simulate":
+        return
+    if args.preset is None and args.geometry is None:
+        parser.error("simulate: give --geometry G.json (one block) or --preset tiny|cpu|full (a random dataset)")
+    if args.geometry is not None:
+        missing = [flag for flag, value in (("--days", args.days), ("--voxel-mm", args.voxel_mm)) if value is None]
+        extra = [flag for flag, bad in (("--cases", args.cases is not None), ("--shard", args.shard != (1, 1)))
+                 if bad]
+        if missing:
+            parser.error(f"simulate --geometry needs {' and '.join(missing)}")
+        if extra:
+            parser.error(f"simulate --geometry does not take {', '.join(extra)} (those are for --preset)")
+    else:
+        extra = [flag for flag, bad in (("--days", args.days is not None), ("--voxel-mm", args.voxel_mm is not None),
+                                        ("--save-tracks", args.save_tracks is not None),
+                                        ("--overwrite", args.overwrite)) if bad]
+        if args.cases is None or args.cases < 1:
+            parser.error("simulate --preset needs --cases N (N >= 1)")
+        if extra:
+            parser.error(f"simulate --preset does not take {', '.join(extra)} (the preset fixes the scale)")
+
+
+def _run_dataset(args) -> int:
+    import torch
+
+    from volumetric.dataset import build_dataset
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = build_dataset(args.out, args.preset, args.cases, seed=args.seed, shard=args.shard, name=args.name,
+                           device=_device(args.device), progress=not args.no_progress)
+    print(json.dumps({"out": str(args.out), "preset": args.preset, "shard": f"{args.shard[0]}/{args.shard[1]}",
+                      "built": len(result["built"]), "skipped": len(result["skipped"])}))
+    return 0
+
+
+def _run_reconstruct(args) -> int:
+    from volumetric.geometry import load_geometry
+    from volumetric.importers import reconstruct_case
+
+    block = load_geometry(args.geometry) if args.geometry is not None else None
+    summary = reconstruct_case(args.tracks, args.out, args.voxel_mm, sorted(set(args.days)), geometry=block,
+                               block_size_mm=args.block_size_mm, overwrite=args.overwrite)
+    print(json.dumps({"out": str(args.out), "muons_per_exposure": summary["muons_per_exposure"],
+                      "labels": summary["has_labels"]}))
+    return 0
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_simulate_args(parser, args)
     try:
+        if args.command == "train":
+            return _run_train(args)
+        if args.command == "reconstruct":
+            return _run_reconstruct(args)
+        if getattr(args, "preset", None) is not None:
+            return _run_dataset(args)
         return _run_simulation(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as err:
         print(f"volumetric {args.command}: error: {err}", file=sys.stderr)
         return 2
 
