@@ -161,6 +161,16 @@ class _PaddedSlabs:
         iy = torch.floor((y_mm - self.origin_mm[1]) / self.voxel_mm[1]).clamp_(-1, self.ny) + 1
         return (ix * (self.ny + 2) + iy).long()
 
+    def flat_index_along(self, x_mm, y_mm, tx, ty, depth_mm) -> torch.Tensor:
+        """In-slab indices ``(K, n)`` of straight lines ``(n,)`` at depths ``(K,)`` below the top."""
+        u = torch.addcmul(((x_mm - self.origin_mm[0]) / self.voxel_mm[0] + 1), depth_mm[:, None],
+                          tx / self.voxel_mm[0])
+        v = torch.addcmul(((y_mm - self.origin_mm[1]) / self.voxel_mm[1] + 1), depth_mm[:, None],
+                          ty / self.voxel_mm[1])
+        ix = u.floor_().clamp_(0, self.nx + 1)
+        iy = v.floor_().clamp_(0, self.ny + 1)
+        return torch.add(iy, ix, alpha=self.ny + 2).long()
+
     def lookup(self, slab, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(1/X0 in 1/mm, dE/dx in MeV/mm)`` at in-slab index ``flat`` of slab(s) ``slab``.
 
@@ -201,11 +211,17 @@ def _steps(slabs: _PaddedSlabs, step_mm: float | None):
 
 
 def _step_tensors(steps, device, dtype):
-    """Slab index, step height, height left below the step, and mid-step depth, each ``(K,)``."""
+    """Slab index ``(K,)``, mid-step depths ``(K,)``, lever-arm moments ``(3, K)``, step height.
+
+    All steps have the same height ``h`` (``_steps``), so a muon's path per step is ``h s`` and
+    its lever arm ``l/2 + R_k = s (h/2 + H_k)`` with ``H_k`` the height left below step ``k``:
+    the moments ``[1, c_k, c_k^2]`` with ``c_k = h/2 + H_k`` are the same for every muon.
+    """
+    h = steps[0][1]
     slab_k = torch.tensor([k for k, _, _ in steps], device=device)
-    h = torch.tensor([hh for _, hh, _ in steps], device=device, dtype=dtype)
-    height_after = torch.tensor([ha for _, _, ha in steps], device=device, dtype=dtype)
-    return slab_k, h, height_after, torch.cumsum(h, 0) - 0.5 * h
+    c = torch.tensor([0.5 * h + ha for _, _, ha in steps], device=device, dtype=dtype)
+    depth_mid = (torch.arange(len(steps), device=device, dtype=dtype) + 0.5) * h
+    return slab_k, depth_mid, torch.stack([torch.ones_like(c), c, c * c]), h
 
 
 def _line_integrals(slabs, steps, state, energy0, energy_loss, batch: int = 8192):
@@ -238,26 +254,32 @@ def _cumulative_over_steps(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def _line_integrals_batch(slabs, slab_k, h, height_after, depth_mid, x, y, tx, ty, energy0, energy_loss):
-    """One batch of ``_line_integrals``: step tensors ``(K,)``, muon tensors ``(n,)``, work ``(K, n)``."""
+def _line_integrals_batch(slabs, slab_k, depth_mid, lever_moments, h, x, y, tx, ty, energy0, energy_loss):
+    """One batch of ``_line_integrals``: step tensors ``(K,)``, muon tensors ``(n,)``, work ``(K, n)``.
+
+    With ``w_k = (1/X0_k) E_k^2 / p_k^4`` (the per-mm weight) and path ``l = h s`` per step:
+    ``sum_k w_k l``, ``sum_k w_k l (l/2 + R_k) = l s sum_k w_k c_k`` and
+    ``sum_k w_k l (l^2/12 + (l/2 + R_k)^2) = l (l^2/12 sum_k w_k + s^2 sum_k w_k c_k^2)``; the
+    three sums over steps are one ``(3, K) @ (K, n)`` product.
+    """
     s = torch.sqrt(1 + tx * tx + ty * ty)
-    flat = slabs.flat_index(x + tx * depth_mid[:, None], y + ty * depth_mid[:, None])
+    path = h * s
+    flat = slabs.flat_index_along(x, y, tx, ty, depth_mid)
     inv_x0, stopping = slabs.lookup(slab_k[:, None], flat)
-    path = h[:, None] * s
-    x_over_x0 = inv_x0 * path
     if energy_loss:
-        energy = energy0 - _cumulative_over_steps(stopping * path) * 1e-3
+        energy = torch.addcmul(energy0, _cumulative_over_steps(stopping), path, value=-1e-3)
     else:
-        energy = energy0.expand_as(path)
-    p2 = torch.clamp(energy * energy - MUON_MASS_GEV**2, min=1e-6)
+        energy = energy0.expand_as(inv_x0)
+    e2 = energy * energy
+    p2 = (e2 - MUON_MASS_GEV**2).clamp_(min=1e-6)
     # (1 / (beta p))^2 = E^2 / p^4; a stopped muon (E <= m) gets no more kicks
-    weight = x_over_x0 * (energy * energy / (p2 * p2)) * (energy > MUON_MASS_GEV)
-    lever = 0.5 * path + height_after[:, None] * s
+    weight = inv_x0 * e2 / (p2 * p2) * (e2 > MUON_MASS_GEV**2)
+    w0, w1, w2 = lever_moments @ weight
     return (
-        x_over_x0.sum(0),
-        weight.sum(0),
-        (weight * lever).sum(0),
-        (weight * (path * path / 12 + lever * lever)).sum(0),
+        inv_x0.sum(0) * path,
+        w0 * path,
+        w1 * path * s,
+        path * (path * path / 12 * w0 + s * s * w2),
         energy[-1],
     )
 
