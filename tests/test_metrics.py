@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter1d
 
 from volumetric.geometry import Block, Duct, Void, rasterise
 from volumetric.metrics import (
@@ -17,6 +16,16 @@ from volumetric.metrics import (
     ssim_3d,
     z_smearing,
 )
+
+
+def gaussian_filter1d(a, sigma, axis, mode="constant"):
+    """Zero-padded Gaussian blur along one axis (numpy only; scipy is not a dependency)."""
+    assert mode == "constant"
+    r = int(4 * sigma + 0.5)
+    x = np.arange(-r, r + 1)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    k /= k.sum()
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), axis, a)
 
 
 def _label_maps():
