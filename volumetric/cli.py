@@ -1,4 +1,4 @@
-"""Command line: ``volumetric simulate``, ``volumetric demo`` and ``volumetric reconstruct``.
+"""Command line: ``volumetric simulate``, ``volumetric demo``, ``volumetric reconstruct`` and ``volumetric train``.
 
 The entry point parses arguments and calls library functions; errors the user can fix (bad
 geometry, existing outputs, missing files) are printed as one line and exit with status 2.

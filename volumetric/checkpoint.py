@@ -1,0 +1,171 @@
+"""Training checkpoints: atomic writes, safe loading, rebuilding nets, compatibility checks.
+
+A checkpoint (``checkpoints/last.pt`` or ``best.pt`` of a run folder) is a dict of tensors and
+plain Python values only, so it loads with ``torch.load(weights_only=True)``:
+
+==================  ===========================================================================
+``format``          ``volumetric-checkpoint/1``
+``step``            generator steps done
+``task``, ``mode``  ``upsample``/``segment``/``joint``; ``gan``/``l1``/``l2``
+``net``             ``{"name", "kwargs"}`` (``nets.net_config``) and ``net_state`` its weights
+``critic``          same for the critic (``None`` without one), ``critic_state``
+``upsampler``       frozen upsampler of a segmenter (``{"net", "state", "input_channels"}``) or None
+``optimizer``...    optimiser states (``optimizer``, ``critic_optimizer``)
+``normalisation``   the ``log-moments/1`` parameters the inputs were normalised with
+``data``            ``fingerprint``, ``voxel_mm``, ``checkpoints_days``, ``exposure_range_days``
+                    (``[min, max]`` input exposures seen in training), ``input_channels``,
+                    ``target_channels``, ``path``
+``rng``             torch CPU (and CUDA) generator states
+``best``            ``{"metric", "value", "step"}`` of the best validation so far
+``config``          the resolved config (plain dict)
+==================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "FORMAT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_net",
+    "check_compatible",
+]
+
+FORMAT = "volumetric-checkpoint/1"
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> Path:
+    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``).
+
+    A crash during the write leaves the previous file intact.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True`` and check its format.
+
+    Args:
+        path: a ``.pt`` file, or a run folder (its ``checkpoints/best.pt``, else ``last.pt``).
+        map_location: where tensors are loaded.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: for a truncated/corrupted file or one that is not a volumetric checkpoint,
+            naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "checkpoints" / name for name in ("best.pt", "last.pt")]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path}: run folder holds no checkpoints/best.pt or checkpoints/last.pt")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise ValueError(
+            f"{path}: corrupted or unreadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path}: not a {FORMAT} checkpoint (format {found!r})")
+    for key in ("net", "net_state", "step"):
+        if key not in payload:
+            raise ValueError(f"{path}: checkpoint lacks key {key!r} (corrupted?)")
+    return payload
+
+
+def build_net(spec: dict, state: dict | None = None) -> nn.Module:
+    """Rebuild a registered net from ``{"name", "kwargs"}`` and optionally load its weights.
+
+    Raises:
+        ValueError: for an unknown net or weights that do not fit the architecture.
+    """
+    import nets  # noqa: F401  (registers every net)
+    from nets.registry import create_net
+
+    net = create_net(spec["name"], **spec["kwargs"])
+    if state is not None:
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"weights do not fit net {spec['name']!r}: {str(err).splitlines()[0]}") from None
+    return net
+
+
+def check_compatible(
+    meta: dict,
+    voxel_mm: float | None = None,
+    exposure_days: float | None = None,
+    tolerance: float = 0.01,
+    strict_exposure: bool = False,
+) -> list[str]:
+    """Check that inference data lie inside what a model was trained on.
+
+    A different voxel size changes what a voxel's scattering statistics mean (muons per voxel
+    scale with volume): it is refused. An exposure outside the trained input range is an
+    extrapolation: a warning (``UserWarning``), or an error with ``strict_exposure``.
+
+    Args:
+        meta: a checkpoint dict (or its ``data`` entry) with ``voxel_mm`` and ``exposure_range_days``.
+        voxel_mm: voxel edge (mm) of the data, or ``None`` to skip.
+        exposure_days: exposure (days) of the data, or ``None`` to skip.
+        tolerance: relative tolerance on the voxel size.
+        strict_exposure: raise instead of warning for an exposure outside the range.
+
+    Returns:
+        The warning messages issued (empty when compatible).
+
+    Raises:
+        ValueError: for a voxel size differing by more than ``tolerance`` (or, with
+            ``strict_exposure``, an exposure outside the trained range).
+    """
+    data = meta.get("data", meta)
+    issued = []
+    trained_voxel = data.get("voxel_mm")
+    if voxel_mm is not None and trained_voxel is not None:
+        if not math.isclose(float(voxel_mm), float(trained_voxel), rel_tol=tolerance):
+            raise ValueError(
+                f"data voxel size {float(voxel_mm):g} mm differs from the model's training voxel size "
+                f"{float(trained_voxel):g} mm; resample the data or use a model trained at {float(voxel_mm):g} mm"
+            )
+    low_high = data.get("exposure_range_days")
+    if exposure_days is not None and low_high is not None:
+        low, high = (float(v) for v in low_high)
+        days = float(exposure_days)
+        if not low * (1 - 1e-6) <= days <= high * (1 + 1e-6):
+            message = (f"exposure {days:g} days is outside the model's training range [{low:g}, {high:g}] days: "
+                       f"the prediction is an extrapolation")
+            if strict_exposure:
+                raise ValueError(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
+            issued.append(message)
+    return issued
