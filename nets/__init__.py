@@ -7,7 +7,9 @@ Every net takes ``(B, C, X, Y, Z)`` tensors (z vertical), or ``(B, C, X, Y)`` wi
     net = create_net("resunet", in_channels=1, out_channels=1)
 
 Importing this package registers: ``resunet``, ``swin_unetr`` (dense: image or logits),
-``joint_resunet``, ``joint_chain`` (joint: ``{"image", "logits"}``) and ``patch_critic``.
+``joint_resunet``, ``joint_chain`` (joint: ``{"image", "logits"}``) and ``patch_critic``,
+and their slice-wise 2D wrappers ``slicewise``, ``slicewise_joint``, ``slicewise_critic``
+(the reference work's 2D approach on the same 3D volumes).
 """
 
 from .conditioning import ExposureFiLM
@@ -16,6 +18,7 @@ from .joint_resunet import JointResUNet
 from .patch_critic import PatchCritic
 from .registry import NET_KINDS, create_net, list_nets, net_config, net_kind, register_net
 from .resunet import ResUNet, ResUNetTrunk
+from .slicewise import SliceWise, SliceWiseCritic, SliceWiseJoint
 from .swin_unetr import SwinUNETRNet
 from .utils import count_parameters
 
@@ -27,6 +30,9 @@ __all__ = [
     "PatchCritic",
     "ResUNet",
     "ResUNetTrunk",
+    "SliceWise",
+    "SliceWiseCritic",
+    "SliceWiseJoint",
     "SwinUNETRNet",
     "count_parameters",
     "create_net",

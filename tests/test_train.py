@@ -89,3 +89,14 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_dataset, tmp_path):
     assert [m["step"] for m in metrics if m["split"] == "train"] == [1, 2, 3]  # written once, by rank 0
     env = json.loads((tmp_path / "ddp" / "environment.json").read_text())
     assert env["world_size"] == 2
+
+
+@pytest.mark.parametrize("config", ["upsample2d_tiny.yaml", "segment2d_tiny.yaml"])
+def test_slicewise_2d_baselines_train_from_shipped_configs(config, tiny_dataset, tmp_path, capsys):
+    code = main(["train", "-c", str(CONFIGS / config),
+                 *_args(tiny_dataset, tmp_path, "run2d", "train.steps=2", "validation.every=2",
+                        "train.adv_start_step=0")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2
+    assert (tmp_path / "run2d" / "checkpoints" / "best.pt").is_file()

@@ -415,7 +415,8 @@ def _place(module: nn.Module | None, device: torch.device, channels_last: bool) 
     if module is None:
         return None
     module = module.to(device)
-    return module.to(memory_format=torch.channels_last_3d) if channels_last else module
+    volumetric_weights = all(p.dim() != 4 for p in module.parameters())  # slice-wise 2D nets: no channels_last_3d
+    return module.to(memory_format=torch.channels_last_3d) if channels_last and volumetric_weights else module
 
 
 def _adam(params, lr: float, betas, weight_decay: float = 0.0) -> torch.optim.Optimizer:

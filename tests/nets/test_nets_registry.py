@@ -15,13 +15,16 @@ EXPECTED = {
     "patch_critic": "critic",
     "resunet": "dense",
     "swin_unetr": "dense",
+    "slicewise": "dense",
+    "slicewise_joint": "joint",
+    "slicewise_critic": "critic",
 }
 
 
 def test_expected_nets_are_registered():
     assert set(EXPECTED) <= set(list_nets())
     assert {name: net_kind(name) for name in EXPECTED} == EXPECTED
-    assert list_nets("critic") == ["patch_critic"]
+    assert list_nets("critic") == ["patch_critic", "slicewise_critic"]
     assert list_nets() == sorted(list_nets())
 
 
