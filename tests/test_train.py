@@ -100,3 +100,14 @@ def test_slicewise_2d_baselines_train_from_shipped_configs(config, tiny_dataset,
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2
     assert (tmp_path / "run2d" / "checkpoints" / "best.pt").is_file()
+
+
+def test_wall_clock_budget_stops_early_and_records_the_steps(tiny_dataset, tmp_path, capsys):
+    code = main(["train", "-c", str(CONFIGS / "segment_tiny.yaml"),
+                 *_args(tiny_dataset, tmp_path, "budget", "train.steps=1000", "train.max_minutes=0.0001",
+                        "validation.every=0")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 1 <= summary["steps"] < 1000
+    assert (tmp_path / "budget" / "checkpoints" / "last.pt").is_file()
+    assert main(["train", "-c", str(CONFIGS / "segment_tiny.yaml"), "train.max_minutes=0"]) == 2

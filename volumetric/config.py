@@ -157,6 +157,9 @@ class TrainConfig:
         mode: ``upsample`` only: ``gan`` (conditional WGAN-GP), ``l1`` or ``l2`` (no critic, ablation).
         adv_start_step: ``gan`` mode: steps of pure L1 pre-training before the critic joins.
         steps: total generator steps.
+        max_minutes: wall-clock budget of this process's training loop in minutes (null: none); when
+            spent, training stops after the current step, validates, writes ``last.pt`` and records
+            the steps actually run as ``train.steps`` (equal-budget comparisons, e.g. 3D vs 2D).
         batch_size: cases drawn per step (each gives ``data.num_samples`` patches) per process.
         seed: master seed (weights, data order, augmentations).
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``...
@@ -175,6 +178,7 @@ class TrainConfig:
     mode: str = "gan"
     adv_start_step: int = 0
     steps: int = 1000
+    max_minutes: float | None = None
     batch_size: int = 2
     seed: int = 0
     device: str = "auto"
@@ -336,6 +340,8 @@ def _check(config: Config) -> None:
             raise ValueError(f"{name} must be distinct channels among 0, 1, 2, got {channels}")
     if config.validation.metric not in (None, "l1", "dice"):
         raise ValueError(f"validation.metric must be null, 'l1' or 'dice', got {config.validation.metric!r}")
+    if t.max_minutes is not None and not t.max_minutes > 0:
+        raise ValueError(f"train.max_minutes must be a positive number of minutes or null, got {t.max_minutes}")
     if config.validation.every < 0:
         raise ValueError(f"validation.every must be >= 0, got {config.validation.every}")
 

@@ -771,8 +771,11 @@ def _loop(run: _Run) -> None:
     bar = tqdm(total=t.steps, initial=run.step, desc=t.task, unit="step",
                disable=not (t.progress and run.dist.is_main), dynamic_ncols=True)
     window: list[dict] = []
+    started = time.perf_counter()
     while run.step < t.steps:
         step = run.step + 1
+        if _budget_spent(run, started):
+            t.steps = step  # this step is the last: validate and checkpoint as at a normal end
         t0 = time.perf_counter()
         logs, data_s = _train_step(run, step)
         if run.device.type == "cuda":
@@ -791,6 +794,19 @@ def _loop(run: _Run) -> None:
             window = []
         _periodic(run, step)
     bar.close()
+
+
+def _budget_spent(run: _Run, started: float) -> bool:
+    """Whether ``train.max_minutes`` has run out (rank 0 decides, so all processes stop together)."""
+    budget = run.config.train.max_minutes
+    if budget is None:
+        return False
+    spent = torch.tensor(float(time.perf_counter() - started >= 60.0 * budget), device=run.device)
+    if run.dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.broadcast(spent, src=0)
+    return bool(spent)
 
 
 def _periodic(run: _Run, step: int) -> None:
