@@ -16,16 +16,6 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TASKS = ("upsample", "segment", "joint")
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """3 tiny cases (1 train, 1 val, 1 test); shared by test modules (build_dataset skips finished cases)."""
-    from volumetric.dataset import build_dataset
-
-    root = tmp_path_factory.getbasetemp() / "tiny_dataset"
-    build_dataset(root, "tiny", cases=3, seed=0, progress=False)
-    return root
-
-
 def _overrides(dataset, out, name, *extra):
     # one thread: as fast as two at these sizes, and not slowed 10x+ when another process is busy
     return [f"data.path={dataset}", f"train.out_dir={out}", f"train.run_name={name}", "train.progress=false",

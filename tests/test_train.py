@@ -14,16 +14,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """3 tiny cases; shared with tests/test_engine.py (build_dataset skips finished cases)."""
-    from volumetric.dataset import build_dataset
-
-    root = tmp_path_factory.getbasetemp() / "tiny_dataset"
-    build_dataset(root, "tiny", cases=3, seed=0, progress=False)
-    return root
-
-
 def _args(dataset, out, name, *extra):
     return [f"data.path={dataset}", f"train.out_dir={out}", f"train.run_name={name}", "train.progress=false",
             "train.threads=1", *extra]
