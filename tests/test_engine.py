@@ -211,3 +211,21 @@ def test_check_compatible():
         check_compatible(meta, voxel_mm=10.0, exposure_days=1.0)
     with pytest.raises(ValueError, match="extrapolation"):
         check_compatible(meta, exposure_days=0.01, strict_exposure=True)
+
+
+def test_exported_weights_are_smaller_and_predict_the_same(tiny_dataset, tmp_path):
+    from volumetric.checkpoint import export_weights
+
+    _train("segment", tiny_dataset, tmp_path, "exp", "train.steps=2", "validation.every=0")
+    last = tmp_path / "exp" / "checkpoints" / "last.pt"
+    out = export_weights(last, tmp_path / "w.pt")
+    assert out.stat().st_size < 0.6 * last.stat().st_size
+    full, small = load_checkpoint(last), load_checkpoint(out)
+    assert "optimizer" not in small and small["normalisation"] == full["normalisation"]
+    x = torch.randn(1, 3, 16, 16, 8)
+    with torch.no_grad():
+        a = build_net(full["net"], full["net_state"]).eval()(x, torch.tensor([0.1]))
+        b = build_net(small["net"], small["net_state"]).eval()(x, torch.tensor([0.1]))
+    assert torch.allclose(a, b, atol=2e-2 * a.abs().max().item())
+    with pytest.raises(FileExistsError):
+        export_weights(last, out)

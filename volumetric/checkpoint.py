@@ -38,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "build_net",
     "check_compatible",
+    "export_weights",
 ]
 
 FORMAT = "volumetric-checkpoint/1"
@@ -169,3 +170,38 @@ def check_compatible(
             warnings.warn(message, UserWarning, stacklevel=2)
             issued.append(message)
     return issued
+
+
+_TRAINING_ONLY = ("optimizer", "critic", "critic_state", "critic_optimizer", "rng")
+
+
+def _half(state: dict) -> dict:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
+    """Write an inference-only copy of a checkpoint (no optimiser, critic or RNG state).
+
+    The copy keeps the format, net spec, normalisation and dataset metadata, so
+    :func:`load_checkpoint` and :func:`build_net` read it like any checkpoint; with ``half`` the
+    floating-point weights are stored as float16 (half the size; :func:`build_net` loads them
+    into float32 parameters). Used to ship reference weights inside the package.
+
+    Args:
+        checkpoint: a ``.pt`` checkpoint or a run folder.
+        out: the file to write (refused if it exists).
+        half: store floating-point weights as float16.
+
+    Returns:
+        The path written.
+    """
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; remove it first")
+    payload = {k: v for k, v in load_checkpoint(checkpoint).items() if k not in _TRAINING_ONLY}
+    if half:
+        payload["net_state"] = _half(payload["net_state"])
+        if payload.get("upsampler"):
+            payload["upsampler"] = {**payload["upsampler"], "state": _half(payload["upsampler"]["state"])}
+    payload["exported_from"] = {"path": str(checkpoint), "step": payload["step"], "half": half}
+    return save_checkpoint(payload, out)
