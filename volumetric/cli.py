@@ -1,4 +1,4 @@
-"""Command line: ``volumetric simulate``, ``volumetric demo``, ``volumetric reconstruct`` and ``volumetric train``.
+"""Command line: ``volumetric simulate``, ``demo``, ``reconstruct``, ``train`` and ``infer``.
 
 The entry point parses arguments and calls library functions; errors the user can fix (bad
 geometry, existing outputs, missing files) are printed as one line and exit with status 2.
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(demo)
     demo.set_defaults(days=list(DEMO_DAYS), voxel_mm=DEMO_VOXEL_MM, geometry=None)
     _add_train_parser(sub)
+    _add_infer_parser(sub)
     return parser
 
 
@@ -104,6 +105,45 @@ def _run_train(args) -> int:
     summary = run_training(args.config, args.overrides, args.resume)
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary))
+    return 0
+
+
+def _add_infer_parser(sub) -> None:
+    infer = sub.add_parser("infer", help="predict a whole block (NIfTI file or case folder) with a trained run")
+    infer.add_argument("input", type=Path, help="raw statistics NIfTI (X, Y, Z, 3) or a dataset case folder")
+    infer.add_argument("--out", required=True, type=Path, help="output folder (files <stem>_upsampled/_label...)")
+    model = infer.add_mutually_exclusive_group(required=True)
+    model.add_argument("--run", type=Path, help="run folder (its checkpoints/best.pt, else last.pt)")
+    model.add_argument("--checkpoint", type=Path, help="a checkpoint file (.pt)")
+    infer.add_argument("--segmenter", type=Path, default=None,
+                       help="segment run folder or checkpoint applied after an upsample --run")
+    infer.add_argument("--exposure-days", type=_positive_float, default=None,
+                       help="exposure of the input in days (needed by exposure-conditioned models; for a case "
+                            "folder: which exposure, default the shortest)")
+    infer.add_argument("--roi", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                       help="window in voxels (default: the run's validation window or patch size)")
+    infer.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
+    infer.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass")
+    infer.add_argument("--device", default="auto", help="where windows run: auto (CUDA if present), cpu, cuda")
+    infer.add_argument("--tta", action="store_true",
+                       help="average over the 8 XY flips/rotations and write uncertainty maps (8x slower)")
+    infer.add_argument("--probabilities", action="store_true", help="also write class probabilities (X, Y, Z, K)")
+    infer.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    infer.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_infer(args) -> int:
+    from volumetric.predictor import WindowSettings, infer_file, load_model, resolve_device
+
+    device = resolve_device(args.device)
+    model = load_model(args.run or args.checkpoint, device)
+    segmenter = load_model(args.segmenter, device) if args.segmenter is not None else None
+    settings = WindowSettings(roi_size=tuple(args.roi) if args.roi else None, overlap=args.overlap,
+                              sw_batch_size=args.sw_batch_size, amp=device.type == "cuda", tta=args.tta,
+                              progress=not args.no_progress)
+    files = infer_file(args.input, args.out, model, segmenter, args.exposure_days, settings,
+                       save_probabilities=args.probabilities, overwrite=args.overwrite)
+    print(json.dumps({k: str(v) for k, v in files.items()}))
     return 0
 
 
@@ -213,6 +253,8 @@ def main(argv=None) -> int:
             return _run_train(args)
         if args.command == "reconstruct":
             return _run_reconstruct(args)
+        if args.command == "infer":
+            return _run_infer(args)
         if getattr(args, "preset", None) is not None:
             return _run_dataset(args)
         return _run_simulation(args)

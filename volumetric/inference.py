@@ -25,7 +25,16 @@ from torch import nn
 from nets.registry import net_kind
 from volumetric.io import atomic_path, load_nifti
 
-__all__ = ["predict_volume", "resolve_roi", "check_spacing", "output_paths", "infer_nifti"]
+__all__ = [
+    "predict_volume",
+    "resolve_roi",
+    "check_spacing",
+    "output_paths",
+    "infer_nifti",
+    "XY_SYMMETRIES",
+    "xy_symmetry",
+    "predict_volume_tta",
+]
 
 
 def _as_volume(volume: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -323,3 +332,95 @@ def _write_outputs(outputs: dict[str, torch.Tensor], wanted: set[str], paths: di
         _save(paths["probabilities"], np.moveaxis(probs, 0, -1).astype(np.float32), affine)
         written["probabilities"] = paths["probabilities"]
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# test-time augmentation
+
+XY_SYMMETRIES: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) for k in range(4))
+"""The 8 symmetries of the XY square as ``(k, flip)``: flip along X (if ``flip``), then rotate by
+``k * 90`` degrees in the XY plane. z is never flipped nor rotated (muons come from above)."""
+
+
+def xy_symmetry(x: torch.Tensor, k: int, flip: bool, inverse: bool = False) -> torch.Tensor:
+    """Apply (or undo, with ``inverse``) an XY symmetry to a ``(..., X, Y, Z)`` tensor."""
+    if inverse:
+        x = torch.rot90(x, -k, (-3, -2)) if k % 4 else x
+        return torch.flip(x, (-3,)) if flip else x
+    x = torch.flip(x, (-3,)) if flip else x
+    return torch.rot90(x, k, (-3, -2)) if k % 4 else x
+
+
+class _Welford:
+    """Running mean and (population) standard deviation; exactly 0 std for identical inputs."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, x: torch.Tensor) -> None:
+        self.count += 1
+        if self.mean is None:
+            self.mean, self.m2 = x.clone(), torch.zeros_like(x)
+            return
+        delta = x - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (x - self.mean)
+
+    def std(self) -> torch.Tensor:
+        return (self.m2.clamp_min(0) / self.count).sqrt()
+
+
+def _swap_xy(roi_size: int | Sequence[int], k: int):
+    if isinstance(roi_size, int) or k % 2 == 0:
+        return roi_size
+    roi = tuple(roi_size)
+    return (roi[1], roi[0], *roi[2:])
+
+
+def predict_volume_tta(
+    net: nn.Module,
+    volume: np.ndarray | torch.Tensor,
+    roi_size: int | Sequence[int],
+    dense_output: str | None = None,
+    symmetries: Sequence[tuple[int, bool]] = XY_SYMMETRIES,
+    **predict_kwargs,
+) -> dict[str, torch.Tensor]:
+    """:func:`predict_volume` averaged over XY symmetries of the input (test-time augmentation).
+
+    Each symmetry is applied to the input, the block is predicted by sliding windows (the
+    window's X and Y edges swap with odd rotations) and the output is mapped back. Images are
+    averaged; class scores are averaged as softmax probabilities. The per-voxel uncertainty is
+    the standard deviation over the symmetries: of each image channel (in the image's units),
+    and of the probability of the final (argmax of the mean) class. A net that commutes with
+    the symmetries (e.g. a constant) gives zero uncertainty (up to the float rounding of the
+    window blending, ~1e-7).
+
+    Args:
+        net, volume, roi_size: as for :func:`predict_volume`.
+        dense_output: ``"image"`` or ``"logits"`` to name a dense net's output (default: one
+            channel is an image, more are logits).
+        symmetries: ``(k, flip)`` pairs (default all 8 of :data:`XY_SYMMETRIES`).
+        **predict_kwargs: passed to :func:`predict_volume`.
+
+    Returns:
+        A dict with, for an image output, ``image`` ``(C, X, Y, Z)`` (mean) and ``image_std``
+        ``(C, X, Y, Z)``; for class scores, ``probabilities`` ``(K, X, Y, Z)`` (mean softmax)
+        and ``label_std`` ``(X, Y, Z)``. float32, on the output device.
+    """
+    if not symmetries:
+        raise ValueError("symmetries must hold at least one (k, flip) pair")
+    x = _as_volume(volume)
+    stats: dict[str, _Welford] = {}
+    for k, flip in symmetries:
+        out = predict_volume(net, xy_symmetry(x, k, flip), _swap_xy(roi_size, k), **predict_kwargs)
+        for key, value in _split_outputs(out, dense_output).items():
+            value = xy_symmetry(value, k, flip, inverse=True)
+            stats.setdefault(key, _Welford()).add(torch.softmax(value, 0) if key == "logits" else value)
+    result = {}
+    if "image" in stats:
+        result.update(image=stats["image"].mean, image_std=stats["image"].std())
+    if "logits" in stats:
+        probabilities = stats["logits"].mean
+        label = probabilities.argmax(0, keepdim=True)
+        result.update(probabilities=probabilities, label_std=stats["logits"].std().gather(0, label)[0])
+    return result

@@ -1,0 +1,569 @@
+"""Trained models for whole-block inference: load a run, feed it raw statistics, get volumes back.
+
+:func:`load_model` rebuilds what a training run learned from its checkpoint alone: the net,
+the input channel selection, the frozen upsampler of a segment run (``segment_input``
+``upsampled``/``both``) and the ``log-moments/1`` normalisation. :func:`predict` takes a raw
+case volume as stored in a dataset (``(3, X, Y, Z)``: count, sum theta^2 in rad^2, sum theta^4
+in rad^4, un-normalised), checks it against the model (:func:`~volumetric.checkpoint.check_compatible`:
+a different voxel size is refused, an exposure outside the trained range warns), normalises it,
+predicts by sliding windows (optionally with XY test-time augmentation) and returns a
+:class:`Prediction`.
+
+Output scales (one convention everywhere):
+
+* ``Prediction.image`` is the **normalised** image (the channels the model was trained to
+  predict, ``image_channels``, in ``log-moments/1`` units): what metrics compare against the
+  normalised target (``volumetric.evaluation``).
+* ``Prediction.image_physical`` is the same image **per channel in physical units**:
+  channel 0 -> muon count ``N = expm1(c0 L)``, channel 1 -> mean theta^2 ``r expm1(c1)``
+  (rad^2), channel 2 -> mean theta^4 moment ``r^2 expm1(c2)`` (rad^4), clipped at 0. These are
+  per-muon means, not the sums of the exposure files, because a model may predict channel 1
+  alone (the mean theta^2 cannot be turned into a sum without a count).
+
+Upsample -> segment with two runs (``segmenter=``): a segmenter trained on raw inputs gets the
+raw input with the channels the upsampler predicts replaced by the upsampled ones (converted
+to the segmenter's normalisation); a segmenter trained with its own frozen upsampler
+(``segment_input`` ``upsampled``/``both``) is self-contained and gets the raw input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transforms.normalise import ScatteringNormalise, check_normalisation
+from volumetric.checkpoint import build_net, check_compatible, load_checkpoint
+
+__all__ = [
+    "CHANNEL_NAMES",
+    "LoadedModel",
+    "WindowSettings",
+    "Prediction",
+    "resolve_device",
+    "checkpoint_file",
+    "load_model",
+    "frozen_upsampler",
+    "normalise_input",
+    "physical_channels",
+    "normalised_channels",
+    "compose_input",
+    "run_model",
+    "predict",
+    "read_input",
+    "infer_file",
+]
+
+CHANNEL_NAMES = ("count", "mean_theta2_rad2", "mean_theta4_rad4")
+"""Physical meaning of image channels 0, 1, 2 in :attr:`Prediction.image_physical`."""
+
+
+@dataclass
+class LoadedModel:
+    """A trained pipeline rebuilt from a checkpoint (see :func:`load_model`).
+
+    Attributes:
+        pipeline: :class:`~volumetric.engine.InputPipeline` in eval mode: normalised
+            ``(B, 3, X, Y, Z)`` -> the net's output (a tensor, or ``{"image", "logits"}``).
+        task: ``upsample``, ``segment`` or ``joint``.
+        normalisation: the ``log-moments/1`` parameters the model was trained with.
+        meta: the checkpoint's ``data`` entry (``voxel_mm``, ``exposure_range_days``, channels...).
+        image_channels: statistics channels (0 count, 1 mean theta^2, 2 theta^4) of the image
+            output; ``None`` for a segmenter (or an upsampler whose channels are unknown).
+        segment_input: ``raw``, ``upsampled`` or ``both`` for a segment run, else ``None``.
+        roi_size: default window ``(X, Y, Z)`` in voxels (the run's validation window, else its patch).
+        conditioned: whether the model needs ``exposure_days``.
+        source: the checkpoint file.
+        step: training steps of the checkpoint.
+        upsampler_record: the frozen upsampler of a segment run (checkpoint record) or ``None``.
+    """
+
+    pipeline: nn.Module
+    task: str
+    normalisation: dict
+    meta: dict
+    image_channels: list[int] | None
+    segment_input: str | None
+    roi_size: tuple[int, ...]
+    conditioned: bool
+    source: Path
+    step: int
+    upsampler_record: dict | None = None
+
+    @property
+    def has_image(self) -> bool:
+        return self.task in ("upsample", "joint")
+
+    @property
+    def has_logits(self) -> bool:
+        return self.task in ("segment", "joint")
+
+    @property
+    def voxel_mm(self) -> float | None:
+        return self.meta.get("voxel_mm")
+
+
+@dataclass
+class WindowSettings:
+    """Sliding-window settings of :func:`predict` (see :func:`volumetric.inference.predict_volume`).
+
+    Attributes:
+        roi_size: window edge(s) in voxels; ``None``: each model's own :attr:`LoadedModel.roi_size`.
+        overlap: window overlap fraction in ``[0, 1)``.
+        sw_batch_size: windows per forward pass.
+        device: where the stitched outputs live (the CPU: whole blocks fit in host memory).
+        amp: autocast windows (float16 on CUDA, bfloat16 on CPU).
+        tta: average over the 8 XY symmetries and return uncertainty maps.
+        progress: show MONAI's progress bar per block.
+    """
+
+    roi_size: int | tuple[int, ...] | None = None
+    overlap: float = 0.25
+    sw_batch_size: int = 4
+    device: str = "cpu"
+    amp: bool = False
+    tta: bool = False
+    progress: bool = False
+
+
+@dataclass
+class Prediction:
+    """Outputs of :func:`predict` for one block; float32 CPU tensors, spatial ``(X, Y, Z)``.
+
+    Attributes:
+        image: normalised image ``(C, X, Y, Z)`` (channels ``image_channels``) or ``None``.
+        image_physical: the image per channel in physical units (see :data:`CHANNEL_NAMES`).
+        image_channels: statistics channels of ``image``.
+        probabilities: class probabilities ``(K, X, Y, Z)`` (softmax; mean over TTA) or ``None``.
+        label: class map ``(X, Y, Z)`` int64 (argmax of ``probabilities``) or ``None``.
+        image_std: with TTA, standard deviation of ``image`` over the symmetries (normalised units).
+        label_std: with TTA, standard deviation over the symmetries of the probability of the
+            class in ``label`` (0 where every symmetry agrees).
+        warnings: compatibility warnings issued (e.g. an exposure outside the trained range).
+    """
+
+    image: torch.Tensor | None = None
+    image_physical: torch.Tensor | None = None
+    image_channels: list[int] | None = None
+    probabilities: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+    image_std: torch.Tensor | None = None
+    label_std: torch.Tensor | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA if available else CPU; ``cuda`` without CUDA is a ``ValueError``."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(name)!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint a path names: a ``.pt`` file, or a run folder's ``checkpoints/best.pt`` (else ``last.pt``).
+
+    Raises:
+        FileNotFoundError: for a missing path or a run folder without checkpoints.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run folder or checkpoint file")
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise FileNotFoundError(f"{path}: run folder holds no checkpoints/best.pt or checkpoints/last.pt")
+    return path
+
+
+def _frozen(net: nn.Module) -> nn.Module:
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def _is_conditioned(net: nn.Module) -> bool:
+    return getattr(net, "conditioning", None) is not None
+
+
+def _default_roi(config: dict) -> tuple[int, ...]:
+    roi = (config.get("validation") or {}).get("roi_size") or (config.get("data") or {}).get("patch_size")
+    return tuple(int(r) for r in roi) if roi else (64, 64, 32)
+
+
+def _check_payload(path: Path, ckpt: dict) -> None:
+    if ckpt.get("task") not in ("upsample", "segment", "joint"):
+        raise ValueError(f"{path}: checkpoint task {ckpt.get('task')!r} is not upsample, segment or joint")
+    for key in ("normalisation", "data"):
+        if not ckpt.get(key):
+            raise ValueError(f"{path}: checkpoint lacks {key!r}; it was not written by volumetric training")
+    if "input_channels" not in ckpt["data"]:
+        raise ValueError(f"{path}: checkpoint data lacks 'input_channels'")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a trained pipeline from a run folder or checkpoint file (``weights_only`` loading).
+
+    Args:
+        path: a run folder (its ``checkpoints/best.pt``, else ``last.pt``) or a ``.pt`` file.
+        device: where the weights go (windows run there): ``cpu``, ``cuda``, ``auto``.
+
+    Raises:
+        FileNotFoundError: for a missing run folder or checkpoint.
+        ValueError: for a corrupted or foreign checkpoint, or weights that do not fit the net.
+    """
+    from volumetric.engine import InputPipeline
+
+    source = checkpoint_file(path)
+    ckpt = load_checkpoint(source, map_location="cpu")
+    _check_payload(source, ckpt)
+    task, data, config = ckpt["task"], ckpt["data"], ckpt.get("config") or {}
+    net = _frozen(build_net(ckpt["net"], ckpt["net_state"]))
+    segment_input = (config.get("model") or {}).get("segment_input", "raw") if task == "segment" else None
+    record = ckpt.get("upsampler") if task == "segment" and segment_input != "raw" else None
+    upsampler = _frozen(build_net(record["net"], record["state"])) if record else None
+    pipeline = InputPipeline(net, data["input_channels"], upsampler, record["input_channels"] if record else (),
+                             segment_input or "raw")
+    image_channels = list(data.get("target_channels") or [0, 1, 2]) if task != "segment" else None
+    conditioned = _is_conditioned(net) or (upsampler is not None and _is_conditioned(upsampler))
+    return LoadedModel(pipeline.to(resolve_device(device)).eval(), task, check_normalisation(ckpt["normalisation"]),
+                       dict(data), image_channels, segment_input, _default_roi(config), conditioned, source,
+                       int(ckpt["step"]), record)
+
+
+def _record_channels(record: dict, out_channels: int) -> list[int] | None:
+    """Statistics channels predicted by a frozen upsampler (its checkpoint's ``target_channels``)."""
+    if out_channels == 3:
+        return [0, 1, 2]
+    try:
+        channels = load_checkpoint(record["path"])["data"]["target_channels"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    return list(channels) if len(channels) == out_channels else None
+
+
+def frozen_upsampler(model: LoadedModel) -> LoadedModel | None:
+    """The frozen upsampler inside a segment run, as a model of its own (``None`` without one).
+
+    Its ``image_channels`` come from the upsampler's checkpoint (``None`` if they cannot be
+    known: a one-channel upsampler whose checkpoint file is gone).
+    """
+    from volumetric.engine import InputPipeline
+
+    record = model.upsampler_record
+    if record is None:
+        return None
+    up = model.pipeline.upsampler
+    out_channels = int(getattr(up, "out_channels", 0) or 0)
+    pipeline = InputPipeline(up, record["input_channels"]).to(model.pipeline.input_index.device).eval()
+    return LoadedModel(pipeline, "upsample", check_normalisation(record["normalisation"]), dict(model.meta),
+                       _record_channels(record, out_channels), None, model.roi_size, _is_conditioned(up),
+                       Path(str(record.get("path", model.source))), model.step)
+
+
+# ---------------------------------------------------------------------------------------------
+# scales
+
+
+def normalise_input(raw: np.ndarray | torch.Tensor, normalisation: dict) -> torch.Tensor:
+    """Check a raw ``(3, X, Y, Z)`` statistics volume and normalise it (``log-moments/1``).
+
+    Raises:
+        ValueError: for a wrong rank or channel count, NaN/Inf or negative statistics.
+    """
+    x = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
+    if x.ndim != 4 or x.shape[0] != 3:
+        raise ValueError(f"expected raw statistics (3, X, Y, Z) = count, sum theta^2 (rad^2), sum theta^4 "
+                         f"(rad^4); got shape {tuple(x.shape)}")
+    x = x.float()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"input volume holds {int((~torch.isfinite(x)).sum())} NaN/Inf values")
+    if bool((x < 0).any()):
+        raise ValueError("input volume holds negative scattering statistics (counts and sums are >= 0)")
+    return ScatteringNormalise(normalisation)(x)
+
+
+def physical_channels(image: torch.Tensor, channels: Sequence[int], normalisation: dict) -> torch.Tensor:
+    """Normalised image channels -> physical per-muon quantities (see :data:`CHANNEL_NAMES`), clipped at 0."""
+    scale, ref = normalisation["count_log_scale"], normalisation["theta2_ref_rad2"]
+    factors = {0: None, 1: ref, 2: ref * ref}
+    out = [torch.expm1(image[i].double() * scale) if c == 0 else factors[c] * torch.expm1(image[i].double())
+           for i, c in enumerate(channels)]
+    return torch.stack(out).clamp_min(0).float()
+
+
+def normalised_channels(physical: torch.Tensor, channels: Sequence[int], normalisation: dict) -> torch.Tensor:
+    """Inverse of :func:`physical_channels` (physical per-muon quantities -> normalised channels)."""
+    scale, ref = normalisation["count_log_scale"], normalisation["theta2_ref_rad2"]
+    factors = {1: ref, 2: ref * ref}
+    out = [torch.log1p(physical[i].double()) / scale if c == 0 else torch.log1p(physical[i].double() / factors[c])
+           for i, c in enumerate(channels)]
+    return torch.stack(out).float()
+
+
+def compose_input(raw_normalised: torch.Tensor, image: torch.Tensor, image_channels: Sequence[int],
+                  image_normalisation: dict, normalisation: dict) -> torch.Tensor:
+    """A raw-input segmenter's input from an upsampled image.
+
+    The channels the upsampler predicts replace the raw ones; the image is converted from the
+    upsampler's normalisation to the segmenter's (identity when they are equal).
+
+    Args:
+        raw_normalised: the raw input ``(3, X, Y, Z)`` in the segmenter's normalisation.
+        image: the upsampled image ``(C, X, Y, Z)``, normalised with ``image_normalisation``.
+        image_channels: statistics channels of ``image``.
+        image_normalisation, normalisation: the upsampler's and the segmenter's parameters.
+    """
+    out = raw_normalised.clone()
+    index = list(image_channels)
+    if image_normalisation == normalisation:
+        out[index] = image.to(out.dtype)
+    else:
+        out[index] = normalised_channels(physical_channels(image, index, image_normalisation), index, normalisation)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# prediction
+
+
+def _dense_output(model: LoadedModel) -> str | None:
+    return {"upsample": "image", "segment": "logits"}.get(model.task)
+
+
+def _check_exposure(model: LoadedModel, exposure_days: float | None) -> None:
+    if exposure_days is None and model.conditioned:
+        raise ValueError(f"{model.source}: the model is exposure-conditioned; give the input's exposure in days")
+    if exposure_days is not None and not (math.isfinite(exposure_days) and exposure_days > 0):
+        raise ValueError(f"exposure_days must be a positive number of days, got {exposure_days!r}")
+
+
+def run_model(model: LoadedModel, x: torch.Tensor, exposure_days: float | None,
+              settings: WindowSettings) -> Prediction:
+    """Predict a normalised ``(3, X, Y, Z)`` block with one model (no checks of scale or compatibility)."""
+    from volumetric.inference import _split_outputs, predict_volume, predict_volume_tta
+
+    _check_exposure(model, exposure_days)
+    roi = settings.roi_size if settings.roi_size is not None else model.roi_size
+    kwargs = dict(overlap=settings.overlap, sw_batch_size=settings.sw_batch_size, device=settings.device,
+                  amp=settings.amp, exposure_days=exposure_days, progress=settings.progress)
+    if settings.tta:
+        out = predict_volume_tta(model.pipeline, x, roi, dense_output=_dense_output(model), **kwargs)
+    else:
+        raw = _split_outputs(predict_volume(model.pipeline, x, roi, **kwargs), _dense_output(model))
+        out = {"image": raw.get("image")}
+        if "logits" in raw:
+            out["probabilities"] = torch.softmax(raw["logits"], 0)
+    pred = Prediction(image=out.get("image"), probabilities=out.get("probabilities"),
+                      image_std=out.get("image_std"), label_std=out.get("label_std"))
+    if pred.image is not None and model.image_channels is not None:
+        pred.image_channels = list(model.image_channels)
+        pred.image_physical = physical_channels(pred.image, model.image_channels, model.normalisation)
+    if pred.probabilities is not None:
+        pred.label = pred.probabilities.argmax(0)
+    return pred
+
+
+def _compatible(model: LoadedModel, voxel_mm: float | None, exposure_days: float | None) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # returned and re-issued by predict
+        return check_compatible(model.meta, voxel_mm=voxel_mm, exposure_days=exposure_days)
+
+
+def _segmenter_input(segmenter: LoadedModel, raw: torch.Tensor, first: Prediction,
+                     model: LoadedModel) -> torch.Tensor:
+    x = normalise_input(raw, segmenter.normalisation)
+    if segmenter.segment_input != "raw":
+        return x  # self-contained: its own frozen upsampler runs inside its pipeline
+    if first.image is None or model.image_channels is None:
+        raise ValueError(f"{model.source}: gives no image with known channels to segment")
+    return compose_input(x, first.image, model.image_channels, model.normalisation, segmenter.normalisation)
+
+
+def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: float | None = None,
+            voxel_mm: float | None = None, segmenter: LoadedModel | None = None,
+            settings: WindowSettings | None = None) -> Prediction:
+    """Predict a raw block: upsampled image and/or class map (upsample -> segment with ``segmenter``).
+
+    Args:
+        model: an upsample, segment or joint model (:func:`load_model`).
+        raw: raw statistics ``(3, X, Y, Z)`` (count, sum theta^2 rad^2, sum theta^4 rad^4) as in
+            the dataset's exposure files (channel first), not normalised.
+        exposure_days: the input's exposure (days); required by exposure-conditioned models.
+        voxel_mm: the input's voxel edge (mm); checked against the training voxel when given.
+        segmenter: a segment model applied after an upsampler (see the module docstring).
+        settings: window settings (default :class:`WindowSettings`).
+
+    Returns:
+        A :class:`Prediction` (image from ``model``, classes from ``model`` or ``segmenter``).
+
+    Raises:
+        ValueError: for a voxel size the model was not trained on, a bad input volume, a
+            missing exposure for a conditioned model, or a segmenter after a non-upsampler.
+    """
+    import warnings
+
+    settings = settings or WindowSettings()
+    if segmenter is not None and (model.task != "upsample" or segmenter.task != "segment"):
+        raise ValueError(f"a segmenter goes after an upsample run: got {model.task!r} then {segmenter.task!r}")
+    models = [model] + ([segmenter] if segmenter is not None else [])
+    issued = [m for mod in models for m in _compatible(mod, voxel_mm, exposure_days)]
+    for message in dict.fromkeys(issued):
+        warnings.warn(message, UserWarning, stacklevel=2)
+    first = run_model(model, normalise_input(raw, model.normalisation), exposure_days, settings)
+    first.warnings = list(dict.fromkeys(issued))
+    if segmenter is None:
+        return first
+    second = run_model(segmenter, _segmenter_input(segmenter, raw, first, model), exposure_days, settings)
+    first.probabilities, first.label, first.label_std = second.probabilities, second.label, second.label_std
+    return first
+
+
+# ---------------------------------------------------------------------------------------------
+# files in, files out
+
+
+def _case_exposures(folder: Path) -> dict[float, Path]:
+    files = sorted((folder / "exposures").glob("*d.nii.gz"))
+    found = {}
+    for f in files:
+        try:
+            found[float(f.name[: -len("d.nii.gz")])] = f
+        except ValueError:
+            continue
+    return found
+
+
+def read_input(path: str | Path,
+               exposure_days: float | None = None) -> tuple[torch.Tensor, np.ndarray, str, float | None]:
+    """Read a raw volume: a NIfTI ``(X, Y, Z, 3)`` file or a dataset case folder.
+
+    For a case folder the exposure ``exposures/<days>d.nii.gz`` is ``exposure_days`` (default:
+    the shortest one present).
+
+    Returns:
+        ``(raw (3, X, Y, Z) float32, affine 4x4, output stem, exposure_days)``.
+
+    Raises:
+        FileNotFoundError: for a missing file, case folder or exposure.
+        ValueError: for a volume without exactly 3 statistics channels.
+    """
+    from volumetric.io import load_nifti
+
+    path = Path(path)
+    if path.is_dir():
+        exposures = _case_exposures(path)
+        if not exposures:
+            raise FileNotFoundError(f"{path}: not a case folder (no exposures/<days>d.nii.gz)")
+        days = min(exposures) if exposure_days is None else float(exposure_days)
+        match = [d for d in exposures if math.isclose(d, days, rel_tol=1e-6)]
+        if not match:
+            raise FileNotFoundError(f"{path}: no exposure of {days:g} days (present: {sorted(exposures)})")
+        file, stem, exposure_days = exposures[match[0]], f"{path.name}_{days:g}d", days
+    else:
+        name = path.name
+        file, stem = path, name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.removesuffix(".nii")
+    array, affine = load_nifti(file)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"{file}: expected raw statistics (X, Y, Z, 3) = count, sum theta^2, sum theta^4; "
+                         f"got shape {tuple(array.shape)}")
+    return torch.as_tensor(np.moveaxis(np.asarray(array, dtype=np.float32), -1, 0).copy()), affine, stem, exposure_days
+
+
+def _planned(model: LoadedModel, segmenter: LoadedModel | None, tta: bool, probabilities: bool) -> list[str]:
+    keys = ["image"] if model.has_image else []
+    if model.has_logits or segmenter is not None:
+        keys += ["label"] + (["probabilities"] if probabilities else [])
+    if tta:
+        keys += [k for k, base in (("uncertainty", "image"), ("label_uncertainty", "label")) if base in keys]
+    return keys + ["record"]
+
+
+def _output_files(stem: str, out_dir: Path) -> dict[str, Path]:
+    suffixes = {"image": "upsampled", "label": "label", "probabilities": "probabilities",
+                "uncertainty": "uncertainty", "label_uncertainty": "label_uncertainty"}
+    files = {k: out_dir / f"{stem}_{s}.nii.gz" for k, s in suffixes.items()}
+    files["record"] = out_dir / f"{stem}_inference.json"
+    return files
+
+
+def _channels_last(t: torch.Tensor) -> np.ndarray:
+    a = t.cpu().numpy()
+    return a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+
+
+def _arrays(pred: Prediction) -> dict[str, np.ndarray]:
+    arrays = {}
+    if pred.image_physical is not None:
+        arrays["image"] = _channels_last(pred.image_physical).astype(np.float32)
+    if pred.label is not None:
+        arrays["label"] = pred.label.to(torch.uint8).cpu().numpy()
+        arrays["probabilities"] = np.moveaxis(pred.probabilities.cpu().numpy(), 0, -1).astype(np.float32)
+    if pred.image_std is not None:
+        arrays["uncertainty"] = _channels_last(pred.image_std).astype(np.float32)
+    if pred.label_std is not None:
+        arrays["label_uncertainty"] = pred.label_std.cpu().numpy().astype(np.float32)
+    return arrays
+
+
+def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, segmenter: LoadedModel | None = None,
+               exposure_days: float | None = None, settings: WindowSettings | None = None,
+               save_probabilities: bool = False, overwrite: bool = False) -> dict[str, Path]:
+    """Predict a NIfTI file or case folder and write NIfTI outputs with the input's affine.
+
+    Files (``<stem>`` = the input name without ``.nii[.gz]``, or ``<case>_<days>d``):
+    ``<stem>_upsampled.nii.gz`` (image in physical units, :data:`CHANNEL_NAMES` of
+    ``image_channels``; ``(X, Y, Z)`` for one channel, else ``(X, Y, Z, C)``),
+    ``<stem>_label.nii.gz`` (uint8 classes), ``<stem>_probabilities.nii.gz`` (``(X, Y, Z, K)``,
+    with ``save_probabilities``), with TTA ``<stem>_uncertainty.nii.gz`` (image std, normalised
+    units) and ``<stem>_label_uncertainty.nii.gz`` (std of the chosen class's probability), and
+    ``<stem>_inference.json`` (models, exposure, channels, settings, warnings).
+
+    Raises:
+        FileExistsError: when an output exists and ``overwrite`` is False (before predicting).
+        ValueError: for a voxel spacing other than the model's (per axis), a bad volume, etc.
+    """
+    import dataclasses
+    import json
+
+    from volumetric.inference import _save, check_spacing
+    from volumetric.io import atomic_path
+
+    settings = settings or WindowSettings()
+    raw, affine, stem, exposure_days = read_input(in_path, exposure_days)
+    for m in [model] + ([segmenter] if segmenter is not None else []):
+        if m.voxel_mm is not None:
+            check_spacing(affine, m.voxel_mm)
+    files = _output_files(stem, Path(out_dir))
+    keys = _planned(model, segmenter, settings.tta, save_probabilities)
+    existing = [str(files[k]) for k in keys if files[k].exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"outputs exist: {', '.join(existing)}; pass --overwrite to replace them")
+    voxel = float(np.linalg.norm(np.asarray(affine)[:3, 0]))
+    pred = predict(model, raw, exposure_days, voxel, segmenter, settings)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    arrays = _arrays(pred)
+    for key in keys[:-1]:
+        _save(files[key], arrays[key], affine)
+    record = {"input": str(in_path), "exposure_days": exposure_days, "model": str(model.source),
+              "segmenter": str(segmenter.source) if segmenter else None, "image_channels": pred.image_channels,
+              "image_units": [CHANNEL_NAMES[c] for c in pred.image_channels or []],
+              "settings": dataclasses.asdict(settings), "warnings": pred.warnings,
+              "files": {k: str(files[k]) for k in keys[:-1]}}
+    with atomic_path(files["record"]) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=2))
+    return {k: files[k] for k in keys}
