@@ -9,7 +9,7 @@ plain Python values only, so it loads with ``torch.load(weights_only=True)``:
 ``task``, ``mode``  ``upsample``/``segment``/``joint``; ``gan``/``l1``/``l2``
 ``net``             ``{"name", "kwargs"}`` (``nets.net_config``) and ``net_state`` its weights
 ``critic``          same for the critic (``None`` without one), ``critic_state``
-``upsampler``       frozen upsampler of a segmenter (``{"net", "state", "input_channels"}``) or None
+``upsampler``       frozen upsampler of a segmenter (``{"net", "state", "input_channels", "target_channels"}``) or None
 ``optimizer``...    optimiser states (``optimizer``, ``critic_optimizer``)
 ``normalisation``   the ``log-moments/1`` parameters the inputs were normalised with
 ``data``            ``fingerprint``, ``voxel_mm``, ``checkpoints_days``, ``exposure_range_days``

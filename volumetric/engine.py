@@ -348,6 +348,7 @@ def _load_upsampler(config: Config, device: torch.device):
     for p in net.parameters():
         p.requires_grad_(False)
     record = {"net": ckpt["net"], "state": ckpt["net_state"], "input_channels": ckpt["data"]["input_channels"],
+              "target_channels": ckpt["data"]["target_channels"],
               "normalisation": ckpt["normalisation"], "fingerprint": ckpt["data"].get("fingerprint"),
               "path": str(config.model.upsampler)}
     return net, record

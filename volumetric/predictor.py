@@ -245,6 +245,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 
 def _record_channels(record: dict, out_channels: int) -> list[int] | None:
     """Statistics channels predicted by a frozen upsampler (its checkpoint's ``target_channels``)."""
+    if "target_channels" in record:
+        return list(record["target_channels"])
     if out_channels == 3:
         return [0, 1, 2]
     try:
