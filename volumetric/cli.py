@@ -11,10 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "DEMO_DAYS", "DEMO_VOXEL_MM"]
-
-DEMO_DAYS = (0.25, 1.0)
-DEMO_VOXEL_MM = 10.0
+__all__ = ["main", "build_parser"]
 
 
 def _positive_float(text: str) -> float:
@@ -81,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exposure checkpoints in days (one value, the acquisition time, if the tracks have no t_s)")
     rec.add_argument("--out", required=True, type=Path, help="output case folder (refused if non-empty)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
-    demo = sub.add_parser("demo", help="simulate the reference block at a small scale and write a preview")
+    demo = sub.add_parser("demo", help="quickstart: simulate the reference block, run the shipped models, "
+                                       "write the upsampled volume, label map, montage and object list")
+    demo.add_argument("--geometry", type=Path, default=None,
+                      help="block to simulate (default: examples/reference_block.json, the talk's block)")
     _add_run_options(demo)
-    demo.set_defaults(days=list(DEMO_DAYS), voxel_mm=DEMO_VOXEL_MM, geometry=None)
     _add_train_parser(sub)
     _add_infer_parser(sub)
     return parser
@@ -195,6 +194,24 @@ def _run_simulation(args) -> int:
     return 0
 
 
+def _run_demo(args) -> int:
+    import torch
+
+    from volumetric.geometry import load_geometry
+    from volumetric.quickstart import run_quickstart
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    block = load_geometry(args.geometry or _reference_geometry_path())
+    detector = _load_detector(args.detector) if args.detector else None
+    summary = run_quickstart(args.out, block, seed=args.seed, device=_device(args.device), overwrite=args.overwrite,
+                             progress=not args.no_progress, method=args.method, detector=detector,
+                             rate_hz_per_m2=args.rate_hz_per_m2, save_tracks=args.save_tracks)
+    print(json.dumps({k: summary[k] for k in ("out", "input_days", "voxel_mm", "dice", "objects_found",
+                                              "simulate_s", "predict_s", "files")}))
+    return 0
+
+
 def _check_simulate_args(parser: argparse.ArgumentParser, args) -> None:
     if args.command != "simulate":
         return
@@ -255,6 +272,8 @@ def main(argv=None) -> int:
             return _run_reconstruct(args)
         if args.command == "infer":
             return _run_infer(args)
+        if args.command == "demo":
+            return _run_demo(args)
         if getattr(args, "preset", None) is not None:
             return _run_dataset(args)
         return _run_simulation(args)

@@ -27,7 +27,8 @@ def save_slice_montage(path, rows: dict[str, np.ndarray], label: np.ndarray | No
     Args:
         path: PNG to write.
         rows: title -> ``(X, Y, Z)`` volume (e.g. mean theta^2 at several exposures).
-        label: optional ``(X, Y, Z)`` class map drawn as the last row.
+        label: optional ``(X, Y, Z)`` class map drawn as the last row, or title -> class map
+            for several (e.g. predicted and true classes).
         voxel_mm: voxel size, for the axis extents in mm.
     """
     import matplotlib
@@ -37,16 +38,16 @@ def save_slice_montage(path, rows: dict[str, np.ndarray], label: np.ndarray | No
     from matplotlib.colors import ListedColormap
 
     volumes = dict(rows)
+    labels = label if isinstance(label, dict) else ({"label": label} if label is not None else {})
     shape = next(iter(volumes.values())).shape
     z_indices = np.linspace(0, shape[2] - 1, n_depths + 2)[1:-1].round().astype(int)
     y_index = shape[1] // 2
-    n_rows = len(volumes) + (label is not None)
+    n_rows = len(volumes) + len(labels)
     fig, axes = plt.subplots(n_rows, n_depths + 1, figsize=(3.2 * (n_depths + 1), 3.0 * n_rows), squeeze=False)
     ext_xy = [0, shape[0] * voxel_mm[0], 0, shape[1] * voxel_mm[1]]
     ext_xz = [0, shape[0] * voxel_mm[0], 0, shape[2] * voxel_mm[2]]
-    entries = list(volumes.items()) + ([("label", label)] if label is not None else [])
-    for r, (title, volume) in enumerate(entries):
-        is_label = title == "label" and label is not None
+    entries = [(t, v, False) for t, v in volumes.items()] + [(t, v, True) for t, v in labels.items()]
+    for r, (title, volume, is_label) in enumerate(entries):
         kwargs = (
             dict(cmap=ListedColormap(CLASS_COLOURS), vmin=-0.5, vmax=4.5, interpolation="nearest")
             if is_label
