@@ -1,0 +1,44 @@
+"""The shipped reference weights load and reproduce the Dice the study recorded on a held-out block."""
+
+import math
+
+import numpy as np
+import pytest
+
+from volumetric.io import load_nifti
+from volumetric.metrics import dice_iou_per_class
+from volumetric.pretrained import WEIGHTS_DIR, load_pretrained, manifest, pretrained_path
+from volumetric.predictor import predict, read_input
+
+ROOT = WEIGHTS_DIR.parent.parent
+CLASSES = ("concrete", "rebar", "duct", "void", "unknown")
+
+
+def test_manifest_names_small_weight_files():
+    shipped = manifest()
+    assert set(shipped["models"]) == {"upsampler", "segmenter"}
+    for role in shipped["models"]:
+        assert pretrained_path(role).stat().st_size < 10e6  # a few MB, inside the package
+
+
+def test_shipped_segmenter_reproduces_the_recorded_dice_on_the_heldout_block():
+    shipped = manifest()
+    heldout = shipped["heldout"]
+    fixture = ROOT / heldout["fixture"]
+    raw, _, _, _ = read_input(fixture / "input.nii.gz")
+    label = predict(load_pretrained("segmenter"), raw, heldout["days"], shipped["voxel_mm"]).label.numpy()
+    truth, _ = load_nifti(fixture / "label.nii.gz")
+    dice = dice_iou_per_class(label, np.asarray(truth, np.int64), len(CLASSES))["dice"]
+    for name, value in zip(CLASSES, dice):
+        recorded = heldout["dice_study"][name]
+        if recorded is None:
+            assert math.isnan(value)
+        else:  # float16 weights against the study's float32 run
+            assert value == pytest.approx(recorded, abs=0.02), name
+
+
+def test_shipped_upsampler_refuses_another_voxel_size():
+    shipped = manifest()
+    raw, _, _, _ = read_input(ROOT / shipped["heldout"]["fixture"] / "input.nii.gz")
+    with pytest.raises(ValueError, match="voxel size"):
+        predict(load_pretrained("upsampler"), raw, shipped["input_days"], voxel_mm=2.0)
