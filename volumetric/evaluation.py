@@ -59,6 +59,7 @@ from volumetric.metrics import (
     dice_iou_per_class,
     equivalent_days,
     mae,
+    match_mask,
     nanmean_classes,
     object_masks,
     psnr,
@@ -223,15 +224,13 @@ def _match(case: _Case, label: np.ndarray | None, image: np.ndarray | None, voxe
     background = float(np.median(image[case.label == 0])) if image is not None and (case.label == 0).any() else 0.0
     for (info, mask), polarity in zip(case.masks, case.polarity):
         n = int(mask.sum())
-        row = dataclasses.asdict(ObjectMatch(**dataclasses.asdict(info), true_voxels=n))
-        if label is not None and n:
-            hit = label == info.label
-            fraction = float((hit & mask).sum() / n)
-            row.update(fraction=fraction, found=fraction >= threshold,
-                       z_smear_mm=z_smearing(hit, mask, voxel_mm).smear_mm)
-        row["z_smear_label_mm"] = row.pop("z_smear_mm") if label is not None else float("nan")
-        if label is None:
-            row["found"], row["fraction"] = None, float("nan")
+        if label is not None:
+            row = dataclasses.asdict(match_mask(info, mask, label, voxel_mm, threshold))
+            row["z_smear_label_mm"] = row.pop("z_smear_mm")
+        else:
+            row = dataclasses.asdict(ObjectMatch(**dataclasses.asdict(info), true_voxels=n))
+            row.pop("z_smear_mm")
+            row.update(found=None, fraction=float("nan"), z_smear_label_mm=float("nan"))
         row["z_smear_image_mm"] = (z_smearing(image, mask, voxel_mm, background, polarity).smear_mm
                                    if image is not None and n else float("nan"))
         rows.append(row)

@@ -52,6 +52,7 @@ __all__ = [
     "ObjectMatch",
     "object_masks",
     "match_objects",
+    "match_mask",
     "detection_rate",
     "ZSmear",
     "z_smearing",
@@ -388,13 +389,19 @@ def match_objects(
             raise ValueError(
                 f"pred_label shape {pred.shape} differs from the block's grid {mask.shape} at {voxel_mm} mm"
             )
-        hit = pred == info.label
-        n = int(mask.sum())
-        fraction = float((hit & mask).sum() / n) if n else float("nan")
-        smear = z_smearing(hit, mask, voxel_mm).smear_mm if n else float("nan")
-        out.append(ObjectMatch(**dataclasses.asdict(info), true_voxels=n, fraction=fraction,
-                               found=bool(n and fraction >= threshold), z_smear_mm=smear))
+        out.append(match_mask(info, mask, pred, voxel_mm, threshold))
     return out
+
+
+def match_mask(info: ObjectInfo, mask: np.ndarray, pred_label: np.ndarray, voxel_mm: float,
+               threshold: float = 0.5) -> ObjectMatch:
+    """How ``pred_label`` covers one object given its true voxel ``mask`` (see :func:`match_objects`)."""
+    hit = pred_label == info.label
+    n = int(mask.sum())
+    fraction = float((hit & mask).sum() / n) if n else float("nan")
+    smear = z_smearing(hit, mask, voxel_mm).smear_mm if n else float("nan")
+    return ObjectMatch(**dataclasses.asdict(info), true_voxels=n, fraction=fraction,
+                       found=bool(n and fraction >= threshold), z_smear_mm=smear)
 
 
 def detection_rate(
