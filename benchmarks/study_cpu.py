@@ -85,9 +85,15 @@ def build_data(args) -> None:
     """Two shards side by side (same bytes as one process); finished cases are skipped."""
     cmd = [sys.executable, "-m", "volumetric.cli", "simulate", "--preset", args.scale, "--cases", str(args.cases),
            "--seed", str(args.seed), "--out", str(args.data), "--no-progress", "--threads", "1"]
-    procs = [subprocess.Popen([*cmd, "--shard", f"{i}/2"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=open(args.out / "logs" / f"data_{i}.log", "a")) for i in (1, 2)]
-    if any(p.wait() for p in procs):
+    logs = [open(args.out / "logs" / f"data_{i}.log", "a") for i in (1, 2)]
+    try:
+        procs = [subprocess.Popen([*cmd, "--shard", f"{i}/2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+                 for i, log in zip((1, 2), logs)]
+        failed = [p.wait() for p in procs]
+    finally:
+        for log in logs:
+            log.close()
+    if any(failed):
         raise SystemExit(f"study: building {args.data} failed; see {args.out / 'logs'}")
 
 
