@@ -16,14 +16,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
 from nets.registry import net_kind
-from volumetric.io import atomic_path, load_nifti
+from volumetric.io import load_nifti, save_nifti_affine
 
 __all__ = [
     "predict_volume",
@@ -207,11 +206,6 @@ def output_paths(in_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict
             (("image", "upsampled"), ("label", "label"), ("probabilities", "probabilities"))}
 
 
-def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_xyzt_units(xyz="mm")
-    with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
 
 
 def _split_outputs(out, dense_output: str | None) -> dict[str, torch.Tensor]:
@@ -322,14 +316,14 @@ def _write_outputs(outputs: dict[str, torch.Tensor], wanted: set[str], paths: di
     written = {}
     if "image" in wanted:
         image = outputs["image"].cpu().numpy()
-        _save(paths["image"], image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1), affine)
+        save_nifti_affine(paths["image"], image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1), affine)
         written["image"] = paths["image"]
     if "label" in wanted:
-        _save(paths["label"], outputs["logits"].argmax(0).to(torch.uint8).cpu().numpy(), affine)
+        save_nifti_affine(paths["label"], outputs["logits"].argmax(0).to(torch.uint8).cpu().numpy(), affine)
         written["label"] = paths["label"]
     if "probabilities" in wanted:
         probs = torch.softmax(outputs["logits"], 0).cpu().numpy()
-        _save(paths["probabilities"], np.moveaxis(probs, 0, -1).astype(np.float32), affine)
+        save_nifti_affine(paths["probabilities"], np.moveaxis(probs, 0, -1).astype(np.float32), affine)
         written["probabilities"] = paths["probabilities"]
     return written
 

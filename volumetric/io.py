@@ -19,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "nifti_affine",
+    "save_nifti_affine",
     "save_nifti",
     "load_nifti",
     "atomic_path",
@@ -67,10 +68,15 @@ def atomic_path(path: str | os.PathLike):
 
 def save_nifti(path, array: np.ndarray, voxel_mm, origin_mm=(0.0, 0.0, 0.0)) -> Path:
     """Write ``array`` ``(X, Y, Z[, C])`` atomically as NIfTI with units of mm."""
+    return save_nifti_affine(path, array, nifti_affine(voxel_mm, origin_mm))
+
+
+def save_nifti_affine(path, array: np.ndarray, affine: np.ndarray) -> Path:
+    """Write ``array`` ``(X, Y, Z[, C])`` atomically as NIfTI with a given affine (mm units)."""
     array = np.asarray(array)
     if array.ndim not in (3, 4):
         raise ValueError(f"{path}: expected a (X, Y, Z) or (X, Y, Z, C) array, got shape {array.shape}")
-    image = nib.Nifti1Image(array, nifti_affine(voxel_mm, origin_mm))
+    image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     image.header.set_xyzt_units(xyz="mm")
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))

@@ -542,8 +542,8 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     import dataclasses
     import json
 
-    from volumetric.inference import _save, check_spacing
-    from volumetric.io import atomic_path
+    from volumetric.inference import check_spacing
+    from volumetric.io import atomic_path, save_nifti_affine
 
     settings = settings or WindowSettings()
     raw, affine, stem, exposure_days = read_input(in_path, exposure_days)
@@ -560,7 +560,7 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     arrays = _arrays(pred)
     for key in keys[:-1]:
-        _save(files[key], arrays[key], affine)
+        save_nifti_affine(files[key], arrays[key], affine)
     record = {"input": str(in_path), "exposure_days": exposure_days, "model": str(model.source),
               "segmenter": str(segmenter.source) if segmenter else None, "image_channels": pred.image_channels,
               "image_units": [CHANNEL_NAMES[c] for c in pred.image_channels or []],

@@ -20,7 +20,7 @@ import numpy as np
 
 from volumetric.case import check_output_folder, exposure_filename, simulate_case
 from volumetric.geometry import Block
-from volumetric.io import load_nifti
+from volumetric.io import load_nifti, save_nifti_affine
 from volumetric.metrics import dice_iou_per_class
 from volumetric.objects import find_objects, objects_as_dicts
 from volumetric.pretrained import WEIGHTS_DIR, load_pretrained, manifest
@@ -35,14 +35,6 @@ def _mean_theta2_image(prediction) -> np.ndarray:
     """Upsampled mean theta^2 in mrad^2 (channel 1 of the physical image)."""
     channel = prediction.image_channels.index(1)
     return prediction.image_physical[channel].numpy() * 1e6
-
-
-def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    import nibabel as nib
-
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_xyzt_units(xyz="mm")
-    nib.save(image, str(path))
 
 
 def _predict(case_dir: Path, days: float, voxel_mm: float, device: str, weights_dir: Path, progress: bool):
@@ -92,8 +84,8 @@ def run_quickstart(out_dir, block: Block, seed: int = 0, device: str = "cpu", ov
     t2 = time.perf_counter()
     label = classes.label.numpy().astype(np.uint8)
     upsampled = _mean_theta2_image(image).astype(np.float32)
-    _write(out / "upsampled_mean_theta2_mrad2.nii.gz", upsampled, affine)
-    _write(out / "label.nii.gz", label, affine)
+    save_nifti_affine(out / "upsampled_mean_theta2_mrad2.nii.gz", upsampled, affine)
+    save_nifti_affine(out / "label.nii.gz", label, affine)
     truth, _ = load_nifti(out / "case" / "label.nii.gz")
     objects = objects_as_dicts(find_objects(label, affine))
     (out / "objects.json").write_text(json.dumps(objects, indent=1))
