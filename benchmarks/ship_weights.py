@@ -27,11 +27,10 @@ from study_report import MODEL_SOURCE  # noqa: E402
 
 from volumetric.case import exposure_filename  # noqa: E402
 from volumetric.checkpoint import export_weights, load_checkpoint  # noqa: E402
-from volumetric.dataset import load_dataset  # noqa: E402
+from volumetric.dataset import CLASS_NAMES, load_dataset  # noqa: E402
 from volumetric.pretrained import WEIGHTS_DIR  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "heldout"
-CLASS_NAMES = ("concrete", "rebar", "duct", "void", "unknown")
 
 
 def parse_args(argv=None):

@@ -13,9 +13,13 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-CLASSES = ("rebar", "duct", "void", "unknown")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from volumetric.dataset import CLASS_NAMES  # noqa: E402
+
+CLASSES = CLASS_NAMES[1:]  # foreground classes
 FULL_PER_CPU_DAY = 15.625  # (5 mm / 2 mm)^3: muons per voxel of a cpu-preset day vs a full-preset day
 LABELS = {
     "up3d": "3D upsampler (cWGAN-GP)",

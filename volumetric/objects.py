@@ -14,9 +14,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from volumetric.dataset import CLASS_NAMES as DATASET_CLASS_NAMES
+
 __all__ = ["FoundObject", "find_objects", "objects_as_dicts"]
 
-CLASS_NAMES = {1: "rebar", 2: "duct", 3: "void", 4: "unknown"}
+CLASS_NAMES = dict(enumerate(DATASET_CLASS_NAMES))
+del CLASS_NAMES[0]  # foreground classes only: 1 rebar ... 4 unknown
 
 
 @dataclass(frozen=True)

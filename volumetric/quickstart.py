@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from volumetric.case import check_output_folder, exposure_filename, simulate_case
+from volumetric.dataset import CLASS_NAMES
 from volumetric.geometry import Block
 from volumetric.io import load_nifti, save_nifti_affine
 from volumetric.metrics import dice_iou_per_class
@@ -27,9 +28,6 @@ from volumetric.pretrained import WEIGHTS_DIR, load_pretrained, manifest
 from volumetric.report import mean_theta2_mrad2, save_slice_montage
 
 __all__ = ["run_quickstart"]
-
-CLASS_NAMES = ("concrete", "rebar", "duct", "void", "unknown")
-
 
 def _mean_theta2_image(prediction) -> np.ndarray:
     """Upsampled mean theta^2 in mrad^2 (channel 1 of the physical image)."""
