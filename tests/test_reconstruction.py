@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from volumetric.reconstruction import VoxelStatistics, poca
+from volumetric.reconstruction import poca
 
 
 def _unit(v):
@@ -57,33 +57,6 @@ def test_parallel_lines_fall_back_to_a_plane_crossing():
     assert bool(r.parallel.all())
     assert r.point_mm[0].tolist() == pytest.approx([10.0, 20.0, 100.0])
     assert r.theta_rad.item() == 0.0
-
-
-def test_voxel_statistics_hand_computed():
-    stats = VoxelStatistics((2, 3, 4), voxel_mm=(10.0, 10.0, 5.0), origin_mm=(0.0, 0.0, 0.0))
-    points = torch.tensor([[1.0, 1.0, 1.0], [9.9, 29.0, 19.0], [9.0, 28.0, 16.0], [25.0, 0.0, 0.0], [-1.0, 5.0, 5.0]])
-    theta = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
-    stats.add(points, theta)
-    vol = stats.volumes()
-    assert stats.outside == 2
-    assert vol[0].sum() == 3
-    assert vol[0, 0, 0, 0] == 1 and vol[1, 0, 0, 0] == pytest.approx(0.01)
-    assert vol[0, 0, 2, 3] == 2
-    assert vol[1, 0, 2, 3] == pytest.approx(0.04 + 0.09)
-    assert vol[2, 0, 2, 3] == pytest.approx(0.2**4 + 0.3**4)
-
-
-def test_statistics_add_up_over_disjoint_batches():
-    g = torch.Generator().manual_seed(2)
-    points = torch.rand(5000, 3, generator=g, dtype=torch.float64) * 50
-    theta = torch.rand(5000, generator=g, dtype=torch.float64) * 0.01
-    whole = VoxelStatistics((5, 5, 5), (10.0, 10.0, 10.0))
-    whole.add(points, theta)
-    parts = VoxelStatistics((5, 5, 5), (10.0, 10.0, 10.0))
-    parts.add(points[:1234], theta[:1234])
-    parts.add(points[1234:], theta[1234:])
-    assert torch.equal(whole.volumes()[0], parts.volumes()[0])
-    assert torch.allclose(whole.volumes(), parts.volumes(), rtol=1e-12, atol=0)
 
 
 def test_agrees_with_muograph_when_installed():

@@ -3,7 +3,8 @@ import torch
 
 from volumetric.detector import default_detector
 from volumetric.materials import get_material
-from volumetric.reconstruction import VoxelStatistics
+from volumetric.statistics import ChannelAccumulator
+from volumetric.schema import CHANNEL_NAMES
 from volumetric.simulate import SimulationCounts, iter_exposures
 from volumetric.transport import MaterialGrid
 
@@ -24,27 +25,32 @@ DETECTOR = default_detector((200, 200, 100), gap_mm=20, lever_arm_mm=200)
 
 
 def simulate(days, seed=1, chunk_muons=4000, on_chunk=None, counts=None):
-    return dict(
-        iter_exposures(bar_grid(), DETECTOR, days, seed, chunk_muons=chunk_muons, on_chunk=on_chunk, progress=False, counts=counts)
-    )
+    exposures = iter_exposures(bar_grid(), DETECTOR, days, seed, chunk_muons=chunk_muons, on_chunk=on_chunk,
+                               progress=False, counts=counts)
+    return {e.days: e.sums for e in exposures}
 
 
 def test_checkpoints_are_prefixes_and_add_up():
-    """PHYSICS.md 8.6: disjoint day sums equal the longer exposure."""
+    """PHYSICS.md 8.6: disjoint day sums equal the longer exposure, for every channel (counts exactly)."""
     chunks = []
     volumes = simulate([0.05, 0.1], on_chunk=chunks.append)
     t = torch.cat([c.t_s for c in chunks])
+    lines = [torch.cat([getattr(c, k) for c in chunks]) for k in ("in_pos_mm", "in_dir", "out_pos_mm", "out_dir")]
     points = torch.cat([c.poca.point_mm for c in chunks])
     theta = torch.cat([c.poca.theta_rad for c in chunks])
-    first, second = VoxelStatistics(SHAPE, (VOXEL,) * 3), VoxelStatistics(SHAPE, (VOXEL,) * 3)
+    first, second = ChannelAccumulator(SHAPE, (VOXEL,) * 3), ChannelAccumulator(SHAPE, (VOXEL,) * 3)
     early = t <= 0.05 * 86400
-    first.add(points[early], theta[early])
-    second.add(points[~early], theta[~early])
+    first.add(*(x[early] for x in lines), points[early], theta[early])
+    second.add(*(x[~early] for x in lines), points[~early], theta[~early])
     assert len(chunks) > 2
-    assert torch.equal(volumes[0.05][0], first.volumes()[0])
-    assert torch.allclose(volumes[0.05], first.volumes(), rtol=1e-12, atol=0)
-    assert torch.allclose(volumes[0.1], first.volumes() + second.volumes(), rtol=1e-12, atol=0)
+    counts = [CHANNEL_NAMES.index(n) for n in ("count", "count_above_threshold", "path_count",
+                                                  "path_count_above_threshold")]
+    assert torch.equal(volumes[0.05][counts], first.volumes()[counts])
+    assert torch.equal(volumes[0.1][counts], (first.volumes() + second.volumes())[counts])
+    assert torch.allclose(volumes[0.05], first.volumes(), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(volumes[0.1], first.volumes() + second.volumes(), rtol=1e-12, atol=1e-9)
     assert volumes[0.1][0].sum() > 1.5 * volumes[0.05][0].sum()
+    assert volumes[0.1][CHANNEL_NAMES.index("path_count")].sum() > 5 * volumes[0.1][0].sum()
 
 
 def test_same_seed_same_bytes_other_seed_differs():

@@ -5,9 +5,11 @@ Folder layout (all NIfTI ``(X, Y, Z[, C])``, z up, affine = voxel size and block
     geometry.json               the block description (volumetric-geometry/1)
     label.nii.gz                uint8 classes 0 concrete, 1 rebar, 2 duct, 3 void, 4 unknown
     inv_x0_per_mm.nii.gz        float32 true 1/X0 (1/mm): the analytic "ideal density" target
-    exposures/<days>d.nii.gz    float32 (X, Y, Z, 3): count, sum theta^2 (rad^2), sum theta^4 (rad^4)
-                                of the muons whose PoCA falls in each voxel, cumulative over [0, days]
-    simulation.json             settings, seed, detector, muon counts, software version
+    exposures/<days>d.nii.gz    float32 (X, Y, Z, C): the statistics channels of volumetric.schema
+                                (PoCA and path sums), cumulative over [0, days]; their names are in
+                                the file (NIfTI comment extension) and in simulation.json
+    simulation.json             settings, seed, detector, muon counts, measured PoCA points and path
+                                tracks per voxel of every exposure, software version
     preview.png                 XY and XZ slices of mean theta^2 and of the label map
 
 The folder is built under a temporary name and renamed into place when complete, so a killed
@@ -29,9 +31,9 @@ import torch
 
 from volumetric.detector import Detector, default_detector
 from volumetric.geometry import Block, RasterisedBlock, rasterise, save_geometry
-from volumetric.io import TrackWriter, save_nifti
+from volumetric.io import TrackWriter, save_nifti, save_statistics
 from volumetric.muons import EcoMugFlux
-from volumetric.reconstruction import STATISTIC_NAMES
+from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
 from volumetric.report import mean_theta2_mrad2, save_slice_montage
 from volumetric.simulate import DetectedMuons, SimulationCounts, iter_exposures
 from volumetric.transport import MaterialGrid
@@ -73,7 +75,7 @@ def _track_records(muons: DetectedMuons) -> dict[str, np.ndarray]:
     }
 
 
-def _settings(block, voxel_mm, days, seed, detector, flux, method, chunk_muons) -> dict:
+def _settings(block, voxel_mm, days, seed, detector, flux, method, chunk_muons, theta_threshold_rad) -> dict:
     from volumetric import __version__
 
     return {
@@ -89,7 +91,8 @@ def _settings(block, voxel_mm, days, seed, detector, flux, method, chunk_muons) 
         "transport_method": method,
         "chunk_muons": int(chunk_muons),
         "detector": detector.to_dict(),
-        "statistics_channels": list(STATISTIC_NAMES),
+        "statistics_channels": list(CHANNEL_NAMES),
+        "theta_threshold_rad": float(theta_threshold_rad),
         "units": {"length": "mm", "angle": "rad", "momentum": "GeV/c", "time": "s", "exposure": "days"},
     }
 
@@ -108,6 +111,7 @@ def simulate_case(
     device="cpu",
     progress: bool = True,
     overwrite: bool = False,
+    theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
 ) -> dict:
     """Simulate ``block`` for the longest exposure and write the case folder ``out_dir``.
 
@@ -120,7 +124,8 @@ def simulate_case(
         raise FileExistsError(f"{save_tracks}: tracks file exists; choose another path or delete it")
     detector = detector or default_detector(block.size_mm)
     flux = EcoMugFlux(rate_hz_per_m2=rate_hz_per_m2, theta_max_rad=detector.max_zenith_rad())
-    settings = _settings(block, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons)
+    settings = _settings(block, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
+                         theta_threshold_rad)
     work = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -148,12 +153,13 @@ def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk
     with TrackWriter(save_tracks, attributes) if save_tracks else contextlib.nullcontext() as writer:
         exposures = iter_exposures(
             material_grid(raster), detector, days, seed, flux=flux, method=method, chunk_muons=chunk_muons,
-            device=device, progress=progress, counts=counts,
+            device=device, progress=progress, counts=counts, theta_threshold_rad=settings["theta_threshold_rad"],
             on_chunk=(lambda muons: writer.append(_track_records(muons))) if writer else None,
         )
-        last = _write_exposures(exposures, work, v3)
+        last, occupancy = _write_exposures(exposures, work, v3)
     summary = dict(settings)
     summary["counts"] = {k: v for k, v in vars(counts).items() if k != "extra"}
+    summary["occupancy"] = occupancy
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["host"] = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device)}
     (work / "simulation.json").write_text(json.dumps(summary, indent=2))
@@ -162,9 +168,11 @@ def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk
     return summary
 
 
-def _write_exposures(exposures, work: Path, voxel3) -> np.ndarray:
-    last = None
-    for days, sums in exposures:
-        last = sums.numpy()
-        save_nifti(work / exposure_filename(days), np.moveaxis(last, 0, -1).astype(np.float32), voxel3)
-    return last
+def _write_exposures(exposures, work: Path, voxel3) -> tuple[np.ndarray, dict]:
+    """Write every exposure; returns the last one's sums and the measured occupancy per exposure."""
+    last, occupancy = None, {}
+    for exposure in exposures:
+        last = exposure.sums.numpy()
+        save_statistics(work / exposure_filename(exposure.days), last, exposure.channels, voxel3)
+        occupancy[f"{exposure.days:g}"] = exposure.occupancy
+    return last, occupancy

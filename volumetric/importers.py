@@ -34,9 +34,11 @@ import torch
 
 from volumetric.case import check_output_folder, exposure_filename
 from volumetric.geometry import Block, grid_shape, rasterise, save_geometry
-from volumetric.io import read_tracks, save_nifti
+from volumetric.io import read_tracks, save_nifti, save_statistics
 from volumetric.muons import SECONDS_PER_DAY
-from volumetric.reconstruction import STATISTIC_NAMES, VoxelStatistics, poca
+from volumetric.reconstruction import poca
+from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
+from volumetric.statistics import ChannelAccumulator
 
 __all__ = ["Tracks", "read_track_file", "read_csv_hits", "read_root_hits", "fit_side", "reconstruct_case"]
 
@@ -171,13 +173,15 @@ def _exposure_masks(tracks: Tracks, days) -> list[tuple[float, np.ndarray]]:
     return [(d, tracks.t_s <= d * SECONDS_PER_DAY) for d in days]
 
 
-def _statistics(tracks: Tracks, mask: np.ndarray, shape, voxel_mm: float, top_mm: float) -> np.ndarray:
+def _statistics(tracks: Tracks, mask: np.ndarray, shape, voxel_mm: float, top_mm: float,
+                theta_threshold_rad: float) -> tuple[np.ndarray, dict]:
+    """Sums of every channel (``(C, X, Y, Z)``) of the masked tracks and the measured occupancy."""
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a[mask]))  # noqa: E731
-    result = poca(t(tracks.in_pos_mm), t(tracks.in_dir), t(tracks.out_pos_mm), t(tracks.out_dir),
-                  fallback_z_mm=0.5 * top_mm)
-    stats = VoxelStatistics(shape, (voxel_mm,) * 3)
-    stats.add(result.point_mm, result.theta_rad)
-    return stats.volumes().numpy()
+    lines = t(tracks.in_pos_mm), t(tracks.in_dir), t(tracks.out_pos_mm), t(tracks.out_dir)
+    result = poca(*lines, fallback_z_mm=0.5 * top_mm)
+    stats = ChannelAccumulator(shape, (voxel_mm,) * 3, theta_threshold_rad=theta_threshold_rad)
+    stats.add(*lines, result.point_mm, result.theta_rad)
+    return stats.volumes().numpy(), stats.occupancy()
 
 
 def reconstruct_case(
@@ -188,6 +192,7 @@ def reconstruct_case(
     geometry: Block | None = None,
     block_size_mm=None,
     overwrite: bool = False,
+    theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
 ) -> dict:
     """Write a case folder (volumes, and labels when ``geometry`` is given) from a track file.
 
@@ -199,6 +204,7 @@ def reconstruct_case(
         geometry: the block, for labels and its size; else ``block_size_mm`` (or the tracks
             file's ``block_size_mm`` attribute) sets the grid.
         overwrite: replace an existing non-empty ``out_dir``.
+        theta_threshold_rad: angle threshold of the ``*_above_threshold`` channels (rad).
 
     Returns:
         The ``reconstruction.json`` content.
@@ -214,7 +220,8 @@ def reconstruct_case(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        summary = _write(work, tracks, masks, shape, float(voxel_mm), size, geometry, track_file)
+        summary = _write(work, tracks, masks, shape, float(voxel_mm), size, geometry, track_file,
+                         float(theta_threshold_rad))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         work.rename(out_dir)
@@ -235,20 +242,21 @@ def _block_size(track_file, geometry, block_size_mm):
     raise ValueError(f"{track_file}: block size unknown; give --geometry or --block-size-mm")
 
 
-def _write(work: Path, tracks, masks, shape, voxel_mm, size, geometry, track_file) -> dict:
+def _write(work: Path, tracks, masks, shape, voxel_mm, size, geometry, track_file, theta_threshold_rad) -> dict:
     v3 = (voxel_mm,) * 3
     if geometry is not None:
         raster = rasterise(geometry, voxel_mm)
         save_geometry(geometry, work / "geometry.json")
         save_nifti(work / "label.nii.gz", raster.label, v3)
         save_nifti(work / "inv_x0_per_mm.nii.gz", raster.inv_x0_per_mm.astype(np.float32), v3)
-    counts = {}
+    counts, occupancy = {}, {}
     for d, mask in masks:
-        sums = _statistics(tracks, mask, shape, voxel_mm, size[2])
-        save_nifti(work / exposure_filename(d), np.moveaxis(sums, 0, -1).astype(np.float32), v3)
+        sums, occupancy[f"{d:g}"] = _statistics(tracks, mask, shape, voxel_mm, size[2], theta_threshold_rad)
+        save_statistics(work / exposure_filename(d), sums, CHANNEL_NAMES, v3)
         counts[f"{d:g}"] = int(mask.sum())
     summary = {"source": str(track_file), "voxel_mm": voxel_mm, "block_size_mm": list(size), "shape": list(shape),
-               "checkpoints_days": [d for d, _ in masks], "muons_per_exposure": counts,
-               "has_labels": geometry is not None, "statistics_channels": list(STATISTIC_NAMES)}
+               "checkpoints_days": [d for d, _ in masks], "muons_per_exposure": counts, "occupancy": occupancy,
+               "has_labels": geometry is not None, "statistics_channels": list(CHANNEL_NAMES),
+               "theta_threshold_rad": theta_threshold_rad}
     (work / "reconstruction.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -7,6 +7,7 @@ covering ``[origin + i v, origin + (i + 1) v)`` has centre ``origin + (i + 1/2) 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ __all__ = [
     "save_nifti_affine",
     "save_nifti",
     "load_nifti",
+    "save_statistics",
+    "statistics_channels",
     "atomic_path",
     "TRACK_DATASETS",
     "TrackWriter",
@@ -38,6 +41,8 @@ TRACK_DATASETS = {
     "poca_mm": ("mm", "point of closest approach of the measured lines"),
     "theta_rad": ("rad", "scattering angle between the measured lines"),
 }
+NIFTI_COMMENT_CODE = 6  # NIfTI-1 extension code "comment"
+CHANNELS_KEY = "volumetric_channels"
 _VECTOR_DATASETS = {"in_pos_mm", "in_dir", "out_pos_mm", "out_dir", "poca_mm"}
 
 
@@ -71,16 +76,49 @@ def save_nifti(path, array: np.ndarray, voxel_mm, origin_mm=(0.0, 0.0, 0.0)) -> 
     return save_nifti_affine(path, array, nifti_affine(voxel_mm, origin_mm))
 
 
-def save_nifti_affine(path, array: np.ndarray, affine: np.ndarray) -> Path:
-    """Write ``array`` ``(X, Y, Z[, C])`` atomically as NIfTI with a given affine (mm units)."""
+def save_nifti_affine(path, array: np.ndarray, affine: np.ndarray, channels=None) -> Path:
+    """Write ``array`` ``(X, Y, Z[, C])`` atomically as NIfTI with a given affine (mm units).
+
+    ``channels`` (names of the C channels) goes into a NIfTI comment extension (see
+    :func:`statistics_channels`), so a statistics file says what its channels are.
+    """
     array = np.asarray(array)
     if array.ndim not in (3, 4):
         raise ValueError(f"{path}: expected a (X, Y, Z) or (X, Y, Z, C) array, got shape {array.shape}")
     image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     image.header.set_xyzt_units(xyz="mm")
+    if channels is not None:
+        if array.ndim != 4 or array.shape[3] != len(channels):
+            raise ValueError(f"{path}: {len(channels)} channel names for an array of shape {array.shape}")
+        text = json.dumps({CHANNELS_KEY: list(channels)}).encode()
+        image.header.extensions.append(nib.nifti1.Nifti1Extension(NIFTI_COMMENT_CODE, text))
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
     return Path(path)
+
+
+def save_statistics(path, sums: np.ndarray, channels, voxel_mm, origin_mm=(0.0, 0.0, 0.0)) -> Path:
+    """Write channel-first statistics ``(C, X, Y, Z)`` as float32 NIfTI ``(X, Y, Z, C)`` with channel names."""
+    array = np.moveaxis(np.asarray(sums), 0, -1).astype(np.float32)
+    return save_nifti_affine(path, array, nifti_affine(voxel_mm, origin_mm), channels=channels)
+
+
+def statistics_channels(path) -> list[str] | None:
+    """Channel names stored in a statistics NIfTI by :func:`save_statistics`, or ``None`` if absent."""
+    try:
+        extensions = nib.load(str(path)).header.extensions
+    except Exception as err:  # nibabel raises many types for truncated/corrupt files
+        raise ValueError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from None
+    for extension in extensions:
+        if extension.get_code() != NIFTI_COMMENT_CODE:
+            continue
+        try:
+            content = json.loads(extension.get_content())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(content, dict) and isinstance(content.get(CHANNELS_KEY), list):
+            return [str(c) for c in content[CHANNELS_KEY]]
+    return None
 
 
 def load_nifti(path) -> tuple[np.ndarray, np.ndarray]:

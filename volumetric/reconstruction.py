@@ -9,9 +9,8 @@ angles)::
 The PoCA is the midpoint of the two closest points, the distance of closest approach (DCA) is
 their separation, and the scattering angle is ``atan2(|v1 x v2|, v1 . v2)``. Computed in float64.
 
-Per voxel we keep additive sufficient statistics of the muons whose PoCA falls in it: the count
-``N``, ``sum theta^2`` (rad^2) and ``sum theta^4`` (rad^4); mean theta^2, RMS and log-metrics
-follow from them, and disjoint exposures add exactly.
+The per-voxel statistics built from PoCA points and measured lines live in
+``volumetric.statistics`` (channels declared in ``volumetric.schema``).
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PocaResult", "poca", "VoxelStatistics", "STATISTIC_NAMES"]
+__all__ = ["PocaResult", "poca"]
 
-STATISTIC_NAMES = ("count", "sum_theta2_rad2", "sum_theta4_rad4")
 PARALLEL_EPS = 1e-14  # |v1 x v2|^2 below this: lines parallel, PoCA undefined
 
 
@@ -72,35 +70,3 @@ def poca(p1, v1, p2, v2, fallback_z_mm: float | None = None) -> PocaResult:
         point = torch.where(parallel[:, None], fallback, point)
         dca = torch.where(parallel, torch.zeros_like(dca), dca)
     return PocaResult(point, theta, dca, parallel)
-
-
-class VoxelStatistics:
-    """Running per-voxel sums ``(count, sum theta^2, sum theta^4)`` on a regular grid (float64, CPU).
-
-    Points are assigned by integer floor of ``(point - origin) / voxel``; points outside the
-    grid are ignored (and counted in ``outside``). O(N) scatter-add, never an N x voxels matrix.
-    """
-
-    def __init__(self, shape: tuple[int, int, int], voxel_mm, origin_mm=(0.0, 0.0, 0.0)):
-        self.shape = tuple(int(s) for s in shape)
-        self.voxel_mm = torch.tensor(voxel_mm, dtype=torch.float64)
-        self.origin_mm = torch.tensor(origin_mm, dtype=torch.float64)
-        self.sums = torch.zeros((3, self.shape[0] * self.shape[1] * self.shape[2]), dtype=torch.float64)
-        self.outside = 0
-
-    def add(self, point_mm: torch.Tensor, theta_rad: torch.Tensor) -> None:
-        """Accumulate muons with PoCA ``point_mm`` ``(N, 3)`` and angle ``theta_rad`` ``(N,)``."""
-        point_mm, theta_rad = point_mm.detach().cpu().double(), theta_rad.detach().cpu().double()
-        ijk = torch.floor((point_mm - self.origin_mm) / self.voxel_mm).long()
-        size = torch.tensor(self.shape)
-        inside = ((ijk >= 0) & (ijk < size)).all(-1)
-        self.outside += int((~inside).sum())
-        ijk, theta2 = ijk[inside], theta_rad[inside] ** 2
-        flat = (ijk[:, 0] * self.shape[1] + ijk[:, 1]) * self.shape[2] + ijk[:, 2]
-        self.sums[0].index_add_(0, flat, torch.ones_like(theta2))
-        self.sums[1].index_add_(0, flat, theta2)
-        self.sums[2].index_add_(0, flat, theta2 * theta2)
-
-    def volumes(self) -> torch.Tensor:
-        """A copy of the sums as ``(3, X, Y, Z)`` float64 (channels ``STATISTIC_NAMES``)."""
-        return self.sums.reshape((3,) + self.shape).clone()

@@ -19,10 +19,12 @@ from tqdm.auto import tqdm
 
 from volumetric.detector import Detector, measure_tracks
 from volumetric.muons import SECONDS_PER_DAY, EcoMugFlux
-from volumetric.reconstruction import PocaResult, VoxelStatistics, poca
+from volumetric.reconstruction import PocaResult, poca
+from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
+from volumetric.statistics import ChannelAccumulator
 from volumetric.transport import MaterialGrid, TrackState, transport_through_block
 
-__all__ = ["DetectedMuons", "SimulationCounts", "simulate_chunk", "iter_exposures", "chunk_seeds"]
+__all__ = ["DetectedMuons", "Exposure", "SimulationCounts", "simulate_chunk", "iter_exposures", "chunk_seeds"]
 
 
 @dataclass
@@ -41,6 +43,24 @@ class DetectedMuons:
     out_pos_mm: torch.Tensor
     out_dir: torch.Tensor
     poca: PocaResult
+
+
+@dataclass
+class Exposure:
+    """The statistics of the cumulative exposure ``[0, days]``.
+
+    Attributes:
+        days: exposure (days).
+        sums: ``(C, X, Y, Z)`` float64 sums of the channels named in ``channels``.
+        channels: channel names (``volumetric.schema``).
+        occupancy: measured mean PoCA points and path tracks per voxel of the grid, muons, PoCA
+            points outside the grid (``ChannelAccumulator.occupancy``).
+    """
+
+    days: float
+    sums: torch.Tensor
+    channels: tuple[str, ...]
+    occupancy: dict
 
 
 @dataclass
@@ -123,7 +143,9 @@ def iter_exposures(
     on_chunk: Callable[[DetectedMuons], None] | None = None,
     progress: bool = True,
     counts: SimulationCounts | None = None,
-) -> Iterator[tuple[float, torch.Tensor]]:
+    channels=CHANNEL_NAMES,
+    theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
+) -> Iterator[Exposure]:
     """Simulate up to the last checkpoint and yield ``(days, statistics)`` at each checkpoint.
 
     Args:
@@ -138,10 +160,11 @@ def iter_exposures(
         on_chunk: called with every chunk's accepted muons (e.g. a track writer).
         progress: show a progress bar (tqdm, stderr).
         counts: filled in with running totals if given.
+        channels: statistics channels to accumulate (``volumetric.schema``).
+        theta_threshold_rad: angle threshold of the ``*_above_threshold`` channels (rad).
 
     Yields:
-        ``(days, sums)`` with ``sums`` a ``(3, X, Y, Z)`` float64 tensor of
-        ``STATISTIC_NAMES`` for the cumulative exposure ``[0, days]``.
+        One :class:`Exposure` per checkpoint (cumulative over ``[0, days]``).
     """
     detector.check_clears(grid.origin_mm[2], grid.top_z_mm)
     stops_s = _checkpoint_seconds(checkpoints_days)
@@ -150,7 +173,7 @@ def iter_exposures(
     area_m2 = (plane.x_range_mm[1] - plane.x_range_mm[0]) * (plane.y_range_mm[1] - plane.y_range_mm[0]) * 1e-6
     chunk_s = chunk_muons / (flux.window_rate_hz_per_m2 * area_m2)
     n_chunks = int(math.ceil(stops_s[-1] / chunk_s - 1e-9))
-    stats = VoxelStatistics(grid.shape, grid.voxel_mm, grid.origin_mm)
+    stats = ChannelAccumulator(grid.shape, grid.voxel_mm, grid.origin_mm, channels, theta_threshold_rad, device)
     counts = counts if counts is not None else SimulationCounts()
     grid = grid.to(device)
     next_stop = 0
@@ -166,9 +189,16 @@ def iter_exposures(
         start = 0
         while next_stop < len(stops_s) and stops_s[next_stop] <= t1:
             end = int(torch.searchsorted(t_s, torch.tensor(stops_s[next_stop], dtype=t_s.dtype), right=True))
-            stats.add(detected.poca.point_mm[start:end], detected.poca.theta_rad[start:end])
+            _accumulate(stats, detected, start, end)
             start = end
-            yield stops_s[next_stop] / SECONDS_PER_DAY, stats.volumes()
+            counts.poca_outside_grid = stats.poca_outside
+            yield Exposure(stops_s[next_stop] / SECONDS_PER_DAY, stats.volumes(), stats.channels, stats.occupancy())
             next_stop += 1
-        stats.add(detected.poca.point_mm[start:], detected.poca.theta_rad[start:])
-        counts.poca_outside_grid = stats.outside
+        _accumulate(stats, detected, start, None)
+        counts.poca_outside_grid = stats.poca_outside
+
+
+def _accumulate(stats: ChannelAccumulator, detected: DetectedMuons, start: int, end: int | None) -> None:
+    part = slice(start, end)
+    stats.add(detected.in_pos_mm[part], detected.in_dir[part], detected.out_pos_mm[part], detected.out_dir[part],
+              detected.poca.point_mm[part], detected.poca.theta_rad[part])
