@@ -24,7 +24,9 @@ from volumetric.case import material_grid
 from volumetric.detector import default_detector, measure_tracks
 from volumetric.geometry import load_geometry, rasterise
 from volumetric.muons import EcoMugFlux
-from volumetric.reconstruction import VoxelStatistics, poca
+from volumetric.reconstruction import poca
+from volumetric.schema import channels_of_source
+from volumetric.statistics import ChannelAccumulator
 from volumetric.simulate import SimulationCounts, iter_exposures
 from volumetric.transport import TrackState, transport_through_block
 
@@ -84,10 +86,21 @@ def stage_times(grid, detector, n_seconds: float, device) -> dict:
     p2 = torch.stack([outgoing.x_mm, outgoing.y_mm, torch.zeros_like(outgoing.x_mm)], -1)[keep]
     v2 = torch.stack([outgoing.tx, outgoing.ty, -torch.ones_like(outgoing.tx)], -1)[keep]
     result = tick("poca", lambda: poca(p1, v1, p2, v2, fallback_z_mm=0.5 * top))
-    stats = VoxelStatistics(grid.shape, grid.voxel_mm)
-    tick("voxelise", lambda: stats.add(result.point_mm, result.theta_rad))
+    lines = (p1, v1 / v1.norm(dim=-1, keepdim=True), p2, v2 / v2.norm(dim=-1, keepdim=True))
+    for source in ("poca", "path"):  # the statistics channels of each source (volumetric.schema)
+        names = [c.name for c in channels_of_source(source)]
+        stats = ChannelAccumulator(grid.shape, grid.voxel_mm, grid.origin_mm, names, device=device)
+        tick(f"voxelise_{source}", lambda: stats.add(*lines, result.point_mm, result.theta_rad))
     t["muons"] = len(muons)
+    t["accepted"] = int(keep.sum())
+    t["path_over_transport"] = round(t["voxelise_path"] / t["transport"], 3)
     return t, (p1, v1, p2, v2, result)
+
+
+def median_stage_times(grid, detector, n_seconds: float, device, repeats: int) -> tuple[dict, tuple]:
+    """Per-key median of :func:`stage_times` over ``repeats`` chunks (the first run warms up)."""
+    runs = [stage_times(grid, detector, n_seconds, device) for _ in range(repeats + 1)][1:]
+    return {k: statistics.median(r[0][k] for r in runs) for k in runs[0][0]}, runs[-1][1]
 
 
 def against_muograph(p1, v1, p2, v2, ours, repeats=3) -> dict:
@@ -124,6 +137,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--voxel-mm", type=float, default=2.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--stages-only", action="store_true", help="skip the chain rates: stage shares only")
     args = parser.parse_args()
     block = load_geometry(ROOT / "examples" / "reference_block.json")
     start = time.perf_counter()
@@ -135,13 +149,13 @@ def main() -> None:
     grid.slabs  # one-time: padded uint8 lookup tables (reused by every chunk of a simulation)
     result["lookup_tables_s"] = round(time.perf_counter() - start, 2)
     detector = default_detector(block.size_mm)
-    for threads in args.threads:
+    for threads in [] if args.stages_only else args.threads:
         torch.set_num_threads(threads)
         for method in ("straight", "stepwise"):
             result["cpu"][f"{method}_threads{threads}"] = chain_rate(grid, detector, args.days, method, "cpu",
                                                                      args.repeats)
     torch.set_num_threads(min(args.threads))
-    result["stages_one_chunk_cpu_s"], tracks = stage_times(grid, detector, 800.0, "cpu")
+    result["stages_one_chunk_cpu_s"], tracks = median_stage_times(grid, detector, 800.0, "cpu", args.repeats)
     result["poca_vs_muograph"] = against_muograph(*tracks)
     if torch.cuda.is_available():
         gpu = grid.to("cuda")
