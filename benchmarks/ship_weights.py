@@ -61,8 +61,8 @@ def _exported_dice(segmenter: Path, case_dir: Path, days: float, voxel_mm: float
     from volumetric.metrics import dice_iou_per_class
     from volumetric.predictor import load_model, predict, read_input
 
-    raw, _, _, _ = read_input(case_dir / "input.nii.gz")
-    label = predict(load_model(segmenter), raw, days, voxel_mm).label.numpy()
+    raw, _, _, _, channels = read_input(case_dir / "input.nii.gz")
+    label = predict(load_model(segmenter), raw, days, voxel_mm, channels=channels).label.numpy()
     truth, _ = load_nifti(case_dir / "label.nii.gz")
     dice = dice_iou_per_class(label, np.asarray(truth, np.int64), len(CLASS_NAMES))["dice"]
     return {c: None if np.isnan(v) else float(v) for c, v in zip(CLASS_NAMES, dice)}

@@ -10,9 +10,12 @@ import torch
 from volumetric.cli import main
 from volumetric.dataset import PRESETS, build_dataset, case_block, load_dataset, make_splits
 from volumetric.io import load_nifti, nifti_affine
+from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES
 
 torch.set_num_threads(1)
 CASES, SEED = 3, 5
+DAYS = PRESETS["tiny"].checkpoints_days  # simulated days of the tiny checkpoints (file names)
+FIRST, SECOND, THIRD, TARGET = (f"{d:g}d.nii.gz" for d in DAYS)
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +39,27 @@ def _volumes(root):
 
 def test_layout_and_metadata(built):
     meta = json.loads((built / "dataset.json").read_text())
-    assert meta["format"] == "volumetric-dataset/1" and meta["voxel_mm"] == 10.0 and meta["shape"] == [20, 20, 10]
-    assert meta["checkpoints_days"] == list(PRESETS["tiny"].checkpoints_days)
+    assert meta["format"] == "volumetric-dataset/2" and meta["voxel_mm"] == 10.0 and meta["shape"] == [20, 20, 10]
+    assert meta["checkpoints_days"] == list(DAYS) and meta["equivalent_days"] == [1.0, 2.0, 4.0, 8.0]
+    assert meta["statistics_channels"] == list(CHANNEL_NAMES) and meta["theta_threshold_rad"] > 0
+    # measured after the build: PoCA points and path tracks per voxel grow with the exposure
+    occupancy = [meta["measured_occupancy"][f"{d:g}"] for d in DAYS]
+    assert all(a["poca_points_per_voxel"] < b["poca_points_per_voxel"] for a, b in zip(occupancy, occupancy[1:]))
+    assert all(o["path_tracks_per_voxel"] > 10 * o["poca_points_per_voxel"] for o in occupancy)
     names = sorted(sum(meta["splits"].values(), []))
     assert names == [f"case_{i:04d}" for i in range(CASES)]
     files = {str(p.relative_to(built / "cases/case_0000")) for p in (built / "cases/case_0000").rglob("*") if p.is_file()}
-    assert {"geometry.json", "label.nii.gz", "simulation.json", "exposures/0.5d.nii.gz"} <= files
+    assert {"geometry.json", "label.nii.gz", "simulation.json", f"exposures/{TARGET}"} <= files
     info = load_dataset(built)
     assert set(info.cases) == set(names)
-    assert info.cases["case_0000"]["target"].endswith("exposures/0.5d.nii.gz")
+    assert info.cases["case_0000"]["target"].endswith(f"exposures/{TARGET}")
+    assert info.channels == CHANNEL_NAMES
 
 
 def test_monai_round_trip(built):
     from monai.transforms import LoadImaged
 
-    path = built / "cases/case_0001/exposures/0.25d.nii.gz"
+    path = built / f"cases/case_0001/exposures/{THIRD}"
     raw = np.asarray(nib.load(str(path)).dataobj)
     sample = LoadImaged(["image", "label"], image_only=True, ensure_channel_first=True)(
         {"image": str(path), "label": str(built / "cases/case_0001/label.nii.gz")})
@@ -159,13 +168,17 @@ BAD_INPUTS = {
     "missing key": (lambda r: _rewrite_meta(r, lambda m: m.pop("voxel_mm")), "dataset.json: missing key 'voxel_mm'"),
     "wrong format": (lambda r: _rewrite_meta(r, lambda m: m.update(format="x/1")), "key 'format'"),
     "missing case": (lambda r: __import__("shutil").rmtree(r / "cases/case_0002"), "case_0002"),
-    "missing exposure": (lambda r: os.remove(r / "cases/case_0000/exposures/0.1d.nii.gz"), "0.1d.nii.gz: missing"),
+    "missing exposure": (lambda r: os.remove(r / f"cases/case_0000/exposures/{SECOND}"), f"{SECOND}: missing"),
     "spacing": (lambda r: _resave(r / "cases/case_0001/label.nii.gz", affine=nifti_affine((5.0,) * 3)),
                 "label.nii.gz: affine disagrees"),
     "voxel_mm": (lambda r: _rewrite_meta(r, lambda m: m.update(voxel_mm=5.0)), "affine disagrees"),
-    "nan": (lambda r: _resave(r / "cases/case_0000/exposures/0.25d.nii.gz", _nan), "0.25d.nii.gz: 1 NaN/Inf"),
+    "nan": (lambda r: _resave(r / f"cases/case_0000/exposures/{THIRD}", _nan), f"{THIRD}: 1 NaN/Inf"),
     "class id": (lambda r: _resave(r / "cases/case_0001/label.nii.gz", _label), "unknown class ids [7]"),
-    "truncated": (lambda r: _truncate(r / "cases/case_0000/exposures/0.5d.nii.gz"), "0.5d.nii.gz: not a readable"),
+    "truncated": (lambda r: _truncate(r / f"cases/case_0000/exposures/{TARGET}"), f"{TARGET}: not a readable"),
+    "channel count": (lambda r: _resave(r / f"cases/case_0000/exposures/{FIRST}", lambda a: a[..., :3]),
+                      "3 statistics channels, dataset.json declares 9"),
+    "unknown channel": (lambda r: _rewrite_meta(r, lambda m: m.update(statistics_channels=["count", "mean_theta"])),
+                        "unknown statistics channel(s) ['mean_theta']; known channels"),
 }
 
 
@@ -177,3 +190,18 @@ def test_bad_input_is_named(built, tmp_path, name):
     with pytest.raises((ValueError, FileNotFoundError)) as info:
         load_dataset(root)
     assert message in str(info.value)
+
+
+def test_a_version_1_dataset_still_loads_with_its_three_channels(built, tmp_path):
+    """volumetric-dataset/1 folders (PoCA count, sum theta^2, sum theta^4; no channel names) keep working."""
+    from volumetric.dataset import make_dataset
+
+    root = _copy(built, tmp_path / "v1")
+    _rewrite_meta(root, lambda m: (m.update(format="volumetric-dataset/1"), m.pop("statistics_channels")))
+    for path in (root / "cases").rglob("exposures/*.nii.gz"):
+        _resave(path, lambda a: np.ascontiguousarray(a[..., :3]))  # nibabel writes no channel names
+    info = load_dataset(root)
+    assert info.channels == LEGACY_CHANNEL_NAMES
+    ds = make_dataset(root, "train", patch_size=(8, 8, 8), seed=0)
+    assert ds[0][0]["image"].shape[0] == 3
+    assert list(ds.normalisation["channels"]) == list(LEGACY_CHANNEL_NAMES)

@@ -10,6 +10,7 @@ from transforms.normalise import ScatteringNormalise, ScatteringNormalised, chec
 from transforms.pipeline import training_transforms
 from transforms.spatial import xy_augmentations
 from volumetric.io import save_nifti
+from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES
 
 PARAMS = {"name": "log-moments/1", "count_log_scale": float(np.log1p(50.0)), "theta2_ref_rad2": 4e-6}
 CHECKPOINTS = [1.0, 2.0, 4.0, 8.0, 100.0]
@@ -77,15 +78,56 @@ def test_normalisation_parameters_travel_as_plain_dict():
 
     x = MetaTensor(torch.from_numpy(_stats(np.random.default_rng(1))))
     d = ScatteringNormalised(["image", "target"], PARAMS)({"image": x, "target": x})
-    assert json.loads(d["image"].meta["normalisation"]) == PARAMS
+    assert json.loads(d["image"].meta["normalisation"]) == check_normalisation(PARAMS)
     back = ScatteringNormalised(["image"], json.loads(json.dumps(PARAMS))).inverse(d)
     np.testing.assert_allclose(back["image"].numpy(), x.numpy(), rtol=2e-5, atol=1e-12)
-    est = estimate_normalisation([_stats(np.random.default_rng(2))])
+    est = estimate_normalisation([_stats(np.random.default_rng(2))], LEGACY_CHANNEL_NAMES)
     assert check_normalisation(json.loads(json.dumps(est))) == est
     with pytest.raises(ValueError, match="theta2_ref_rad2"):
         check_normalisation({**PARAMS, "theta2_ref_rad2": -1.0})
     with pytest.raises(ValueError, match="channel-first"):
         ScatteringNormalise(PARAMS)(torch.zeros(2, 3, 3, 3))
+    with pytest.raises(ValueError, match="no parameters for channel"):
+        ScatteringNormalise(PARAMS, CHANNEL_NAMES)
+
+
+def test_legacy_parameters_give_the_documented_log_moments():
+    """log-moments/1 checkpoints keep their transform: c0 = log1p(N)/L, c1 = log1p(S2/(N r)), c2 = log1p(S4/(N r^2))."""
+    x = torch.from_numpy(_stats(np.random.default_rng(4)))
+    y = ScatteringNormalise(PARAMS)(x).double()
+    n, r, scale = x[0].double(), PARAMS["theta2_ref_rad2"], PARAMS["count_log_scale"]
+    occupied = n > 0
+    np.testing.assert_allclose(y[0], torch.log1p(n) / scale, rtol=1e-6)
+    np.testing.assert_allclose(y[1][occupied], torch.log1p(x[1].double() / (n * r))[occupied], rtol=1e-5)
+    np.testing.assert_allclose(y[2][occupied], torch.log1p(x[2].double() / (n * r * r))[occupied], rtol=1e-5)
+
+
+def _all_channels(rng, shape=(4, 5, 6)):
+    """Sums of every channel from simulated per-muon angles (PoCA and path counts differ)."""
+    from volumetric.schema import channel, muon_weights
+
+    sums = np.zeros((len(CHANNEL_NAMES),) + shape)
+    rows = [channel(n) for n in CHANNEL_NAMES]
+    for idx in np.ndindex(shape):
+        for source, lam in (("poca", 2.0), ("path", 20.0)):
+            theta = torch.from_numpy(rng.lognormal(np.log(0.01), 1.0, rng.poisson(lam)))
+            mine = [i for i, r in enumerate(rows) if r.source == source]
+            sums[(mine,) + idx] = muon_weights([rows[i] for i in mine], theta, 0.05).sum(0).numpy()
+    return sums.astype(np.float32)
+
+
+def test_every_channel_normalises_and_inverts():
+    x = _all_channels(np.random.default_rng(5))
+    params = estimate_normalisation([x], CHANNEL_NAMES)
+    assert params["channels"]["sum_log_theta"]["mean"] == pytest.approx(np.log(0.01), abs=0.3)
+    t = ScatteringNormalise(params, CHANNEL_NAMES)
+    y = t(torch.from_numpy(x))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    empty = x[CHANNEL_NAMES.index("count")] == 0
+    assert empty.any() and (y[:6, torch.from_numpy(empty)] == 0).all()  # PoCA channels are 0 where no PoCA
+    fraction = y[CHANNEL_NAMES.index("path_count_above_threshold")]
+    assert float(fraction.min()) >= 0 and float(fraction.max()) <= 1
+    np.testing.assert_allclose(t.inverse(y).numpy(), x, rtol=5e-5, atol=1e-4)
 
 
 def test_xy_augmentation_keeps_alignment_and_never_flips_z():
@@ -149,15 +191,15 @@ def test_pipeline_pads_small_volumes_and_fixed_evaluation(synthetic_case):
 def test_make_dataset_on_tiny_preset(tmp_path):
     from monai.data import DataLoader
 
-    from volumetric.dataset import build_dataset, make_dataset
+    from volumetric.dataset import PRESETS, build_dataset, make_dataset
 
     torch.set_num_threads(1)
     build_dataset(tmp_path / "ds", "tiny", 3, seed=1, progress=False)
     ds = make_dataset(tmp_path / "ds", "all", patch_size=(16, 16, 8), num_samples=2, seed=0)
     assert check_normalisation(ds.normalisation) == ds.normalisation
     batch = next(iter(DataLoader(ds, batch_size=2)))
-    assert batch["image"].shape == (4, 3, 16, 16, 8) and batch["label"].dtype == torch.int64
-    assert set(batch["exposure_days"].tolist()) <= {0.05, 0.1, 0.25}
+    assert batch["image"].shape == (4, len(CHANNEL_NAMES), 16, 16, 8) and batch["label"].dtype == torch.int64
+    assert set(batch["exposure_days"].tolist()) <= set(PRESETS["tiny"].checkpoints_days[:-1])
     with pytest.raises(ValueError, match="unknown split"):
         make_dataset(tmp_path / "ds", "holdout")
     # the cache is shared without copies (copy_cache=False): samples must never modify it
@@ -189,4 +231,4 @@ def test_preloaded_and_on_demand_exposures_agree(synthetic_case):
     cached = training_transforms(PARAMS, preload_exposures=True, **kwargs)(dict(synthetic_case))
     on_demand = training_transforms(PARAMS, preload_exposures=False, **kwargs)(dict(synthetic_case))
     assert torch.equal(cached["image"].as_tensor(), on_demand["image"].as_tensor())
-    assert json.loads(on_demand["image"].meta["normalisation"]) == PARAMS
+    assert json.loads(on_demand["image"].meta["normalisation"]) == check_normalisation(PARAMS)

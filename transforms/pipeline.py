@@ -32,7 +32,7 @@ from transforms.spatial import xy_augmentations
 
 __all__ = ["NUM_CLASSES", "DEFAULT_CLASS_RATIOS", "Copyd", "training_transforms"]
 
-NUM_CLASSES = 5
+from volumetric.schema import NUM_CLASSES  # noqa: E402  (one class table)
 DEFAULT_CLASS_RATIOS = (1.0, 1.0, 1.0, 2.0, 2.0)  # patch centres: concrete, rebar, duct, void, unknown
 _INDICES_KEY = "label_cls_indices"
 
@@ -48,11 +48,12 @@ def training_transforms(
     preload_exposures: bool = True,
     with_labels: bool = True,
     keep_metadata: bool = False,
+    channels: Sequence[str] | None = None,
 ) -> Compose:
     """Compose the chain for records ``{"exposures": {days: path}, "target": path, "label": path}``.
 
     Args:
-        normalisation: ``log-moments/1`` parameters (``transforms.normalise``).
+        normalisation: ``channels/1`` parameters (``transforms.normalise``).
         patch_size: patch ``(X, Y, Z)`` in voxels, or ``None`` for whole volumes.
         sampling, fixed_days: exposure choice (``transforms.exposure``).
         num_samples: patches per volume per call.
@@ -62,7 +63,9 @@ def training_transforms(
         with_labels: records carry a ``label`` (imported cases may not).
         keep_metadata: patches stay MONAI ``MetaTensor`` (affine, ``meta["normalisation"]``);
             by default patches are plain tensors (whole volumes always keep their metadata).
+        channels: names of the exposure files' channels (default: those of ``normalisation``).
     """
+    normalise = ScatteringNormalise(normalisation, channels)
     volume_keys = ["image", "target"] + (["label"] if with_labels else [])
     steps = [LoadImaged(["target"] + (["label"] if with_labels else []), image_only=True, ensure_channel_first=True)]
     if with_labels:
@@ -71,16 +74,16 @@ def training_transforms(
         steps.append(SpatialPadd(volume_keys[1:], spatial_size=patch_size))
         if with_labels:
             steps.append(ClassesToIndicesd("label", indices_postfix="_cls_indices", num_classes=NUM_CLASSES))
-    steps.append(ScatteringNormalised("target", normalisation))
+    steps.append(ScatteringNormalised("target", normalisation, normalise.channels))
     if preload_exposures:  # cache every exposure, padded and normalised
-        steps.append(LoadExposuresd("exposures", pad_to=patch_size, transform=ScatteringNormalise(normalisation)))
+        steps.append(LoadExposuresd("exposures", pad_to=patch_size, transform=normalise))
     steps.append(SelectExposured(sampling=sampling, fixed_days=fixed_days))
     if patch_size is not None:
         if not preload_exposures:
             steps.append(SpatialPadd("image", spatial_size=patch_size))
         steps.append(_patch_sampler(volume_keys, patch_size, num_samples, class_ratios, with_labels))
     if not preload_exposures:
-        steps.append(ScatteringNormalised("image", normalisation))
+        steps.append(ScatteringNormalised("image", normalisation, normalise.channels))
     if with_labels and patch_size is not None:
         steps.append(DeleteItemsd(_INDICES_KEY))
     # own storage (crops are views of the shared cache); plain tensors flip and collate several times faster

@@ -26,6 +26,8 @@ from typing import Any, Union
 
 import yaml
 
+from volumetric.schema import CHANNEL_NAMES
+
 __all__ = [
     "DataConfig",
     "ModelConfig",
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 TASKS = ("upsample", "segment", "joint")
+DEFAULT_TARGET_CHANNELS = ("sum_theta2_rad2", "sum_log_theta", "path_sum_log_theta")  # per-muon mean images
 MODES = ("gan", "l1", "l2")
 SEGMENT_INPUTS = ("raw", "upsampled", "both")
 
@@ -62,8 +65,9 @@ class DataConfig:
         augment: XY flips and 90-degree rotations.
         class_ratios: patch-centre ratios per class (5 values) or null for the default.
         preload_exposures: keep every exposure of a case in memory.
-        input_channels: normalised input channels fed to the net (0 count, 1 mean theta^2, 2 theta^4 moment).
-        target_channels: normalised target channels the generator predicts (e.g. ``[1]`` = mean theta^2 only).
+        input_channels: statistics channels fed to the net, by name (``volumetric.schema.CHANNEL_NAMES``).
+        target_channels: channels of the highest exposure the generator predicts, by name (e.g.
+            ``[sum_theta2_rad2]`` = normalised mean theta^2 only).
     """
 
     path: str = "data/tiny"
@@ -74,8 +78,8 @@ class DataConfig:
     augment: bool = True
     class_ratios: list[float] | None = None
     preload_exposures: bool = True
-    input_channels: list[int] = field(default_factory=lambda: [0, 1, 2])
-    target_channels: list[int] = field(default_factory=lambda: [0, 1, 2])
+    input_channels: list[str] = field(default_factory=lambda: list(CHANNEL_NAMES))
+    target_channels: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_CHANNELS))
 
 
 @dataclass
@@ -336,8 +340,8 @@ def _check(config: Config) -> None:
     if len(d.patch_size) != 3 or any(p < 1 for p in d.patch_size):
         raise ValueError(f"data.patch_size must be three positive ints, got {d.patch_size}")
     for name, channels in (("data.input_channels", d.input_channels), ("data.target_channels", d.target_channels)):
-        if not channels or len(set(channels)) != len(channels) or any(c not in (0, 1, 2) for c in channels):
-            raise ValueError(f"{name} must be distinct channels among 0, 1, 2, got {channels}")
+        if not channels or len(set(channels)) != len(channels) or any(c not in CHANNEL_NAMES for c in channels):
+            raise ValueError(f"{name} must be distinct channel names among {', '.join(CHANNEL_NAMES)}; got {channels}")
     if config.validation.metric not in (None, "l1", "dice"):
         raise ValueError(f"validation.metric must be null, 'l1' or 'dice', got {config.validation.metric!r}")
     if t.max_minutes is not None and not t.max_minutes > 0:

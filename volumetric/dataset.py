@@ -31,12 +31,15 @@ import numpy as np
 from volumetric.case import exposure_filename, simulate_case
 from volumetric.detector import default_detector
 from volumetric.geometry import grid_shape, sample_block
-from volumetric.io import load_nifti, nifti_affine
-from volumetric.reconstruction import STATISTIC_NAMES
+from volumetric.io import load_nifti, nifti_affine, statistics_channels
+from volumetric.schema import CHANNEL_NAMES, CLASS_NAMES, DEFAULT_THETA_THRESHOLD_RAD, LEGACY_CHANNEL_NAMES
+from volumetric.schema import check_channel_names, non_negative
 
 __all__ = [
     "FORMAT",
+    "FORMATS_READ",
     "CLASS_NAMES",
+    "dataset_channels",
     "SPLITS",
     "Preset",
     "PRESETS",
@@ -52,8 +55,8 @@ __all__ = [
     "make_dataset",
 ]
 
-FORMAT = "volumetric-dataset/1"
-CLASS_NAMES = ("concrete", "rebar", "duct", "void", "unknown")
+FORMAT = "volumetric-dataset/2"
+FORMATS_READ = ("volumetric-dataset/1", FORMAT)  # /1: the three PoCA channels, no calibration record
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = (
     "name", "format", "voxel_mm", "shape", "block_size_mm", "classes", "checkpoints_days",
@@ -64,34 +67,52 @@ REQUIRED_KEYS = (
 
 @dataclass(frozen=True)
 class Preset:
-    """Scale of a random dataset.
+    """Scale of a random dataset, calibrated by what its images hold.
+
+    A checkpoint labelled ``D`` full-scale days holds the same mean PoCA points per voxel inside
+    the block as the 1 m x 1 m x 0.2 m reference block at 2 mm after ``D`` days; it is simulated
+    for ``D * sim_days_per_equivalent_day`` days. The factor is measured by
+    ``benchmarks/calibrate_presets.py`` (acceptance and PoCA points outside the block depend on
+    the block's footprint and thickness, so it is not the voxel-volume ratio).
 
     Attributes:
         name: preset name (``tiny``, ``cpu``, ``full``).
         block_size_mm: block ``(x, y, thickness)`` in mm.
         voxel_mm: voxel edge in mm.
-        checkpoints_days: increasing exposures in days; the last is the upsampling target.
+        equivalent_days: increasing full-scale-equivalent exposures; the last is the upsampling target.
+        sim_days_per_equivalent_day: simulated days per full-scale-equivalent day (measured).
         rate_hz_per_m2: sky-plane muon rate (Hz/m^2; 166.7 = 14.4e6 muons/day/m^2).
         method: transport method, ``straight`` or ``stepwise``.
         chunk_muons: muons per simulation chunk (part of the seed contract).
+        theta_threshold_rad: angle threshold of the ``*_above_threshold`` channels (rad).
     """
 
     name: str
     block_size_mm: tuple[float, float, float]
     voxel_mm: float
-    checkpoints_days: tuple[float, ...]
+    equivalent_days: tuple[float, ...]
+    sim_days_per_equivalent_day: float
     rate_hz_per_m2: float = 166.7
     method: str = "straight"
     chunk_muons: int = 1 << 17
+    theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD
+
+    @property
+    def checkpoints_days(self) -> tuple[float, ...]:
+        """Simulated days of every checkpoint (6 significant digits: they name the files)."""
+        return tuple(float(f"{d * self.sim_days_per_equivalent_day:.6g}") for d in self.equivalent_days)
 
 
 _FULL_DAYS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 21.0, 31.0, 50.0, 75.0, 100.0)
+# Factors measured with `python benchmarks/calibrate_presets.py --blocks 4` (reference: the 1 m block
+# at 2 mm holds 0.0986 PoCA points per voxel per day): the 400 x 400 x 200 mm cpu blocks hold 0.2545x
+# the reference PoCA density (per-block 0.249-0.262), the 200 x 200 x 100 mm tiny blocks 0.119x
+# (0.115-0.124); random full-scale blocks 0.993x (0.987-1.002, `--presets full --blocks 3`), so the
+# full preset is its own reference (factor 1).
 PRESETS = {
-    "tiny": Preset("tiny", (200.0, 200.0, 100.0), 10.0, (0.05, 0.1, 0.25, 0.5)),
-    # cpu: the full checkpoints divided by (5 mm / 2 mm)^3 = 15.625, so each checkpoint holds the
-    # same expected muons per voxel as its full-preset counterpart (docs/dataset_format.md).
-    "cpu": Preset("cpu", (400.0, 400.0, 200.0), 5.0, tuple(d / 15.625 for d in _FULL_DAYS)),
-    "full": Preset("full", (1000.0, 1000.0, 200.0), 2.0, _FULL_DAYS),
+    "tiny": Preset("tiny", (200.0, 200.0, 100.0), 10.0, (1.0, 2.0, 4.0, 8.0), 0.06705),
+    "cpu": Preset("cpu", (400.0, 400.0, 200.0), 5.0, _FULL_DAYS, 0.2515),
+    "full": Preset("full", (1000.0, 1000.0, 200.0), 2.0, _FULL_DAYS, 1.0),
 }
 
 
@@ -103,6 +124,11 @@ class DatasetInfo:
     meta: dict
     cases: dict[str, dict] = field(default_factory=dict)
 
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Statistics channels of the exposure files, in file order (``volumetric.schema`` names)."""
+        return dataset_channels(self.meta)
+
     def split(self, name: str) -> list[dict]:
         """Case records of one split (``train``, ``val``, ``test``) or ``all``."""
         if name == "all":
@@ -110,6 +136,11 @@ class DatasetInfo:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS + ('all',)}")
         return [self.cases[c] for c in self.meta["splits"][name]]
+
+
+def dataset_channels(meta: dict) -> tuple[str, ...]:
+    """Channel names a ``dataset.json`` declares (``volumetric-dataset/1`` without the key: the legacy three)."""
+    return tuple(meta.get("statistics_channels") or LEGACY_CHANNEL_NAMES)
 
 
 def case_name(index: int) -> str:
@@ -175,7 +206,10 @@ def dataset_settings(preset: Preset, num_cases: int, seed: int, name: str | None
         "chunk_muons": int(preset.chunk_muons),
         "seed": int(seed),
         "num_cases": int(num_cases),
-        "statistics_channels": list(STATISTIC_NAMES),
+        "equivalent_days": [float(d) for d in preset.equivalent_days],
+        "sim_days_per_equivalent_day": float(preset.sim_days_per_equivalent_day),
+        "statistics_channels": list(CHANNEL_NAMES),
+        "theta_threshold_rad": float(preset.theta_threshold_rad),
         "exposure_files": {f"{d:g}": exposure_filename(d) for d in preset.checkpoints_days},
     }
     meta = {"name": name or f"{preset.name}-seed{seed}", **settings, "fingerprint": _fingerprint(settings)}
@@ -270,11 +304,38 @@ def build_dataset(
             continue
         simulate_case(case_block(preset, seed, j), folder, preset.voxel_mm, list(preset.checkpoints_days),
                       seed=case_seed(seed, j), rate_hz_per_m2=preset.rate_hz_per_m2, method=preset.method,
-                      chunk_muons=preset.chunk_muons, device=device, progress=False, overwrite=True)
+                      chunk_muons=preset.chunk_muons, device=device, progress=False, overwrite=True,
+                      theta_threshold_rad=preset.theta_threshold_rad)
         built.append(folder.name)
         if on_case is not None:
             on_case(folder.name)
+    _record_occupancy(root, cases)
     return {"built": built, "skipped": skipped, "dataset_json": str(root / "dataset.json")}
+
+
+def _record_occupancy(root: Path, cases: int) -> None:
+    """Once every case exists: write the measured mean PoCA points and path tracks per voxel of
+    every checkpoint (mean over cases, from their ``simulation.json``) into ``dataset.json``.
+
+    Not part of the fingerprint (it is measured, not a setting); any shard that finds the dataset
+    complete writes it, atomically, with the same content.
+    """
+    from volumetric.io import atomic_path
+
+    folders = [root / "cases" / case_name(j) for j in range(cases)]
+    if not all(_case_complete(f) for f in folders):
+        return
+    per_case = [_read_json(f / "simulation.json").get("occupancy") or {} for f in folders]
+    meta = _read_json(root / "dataset.json")
+    measured = {}
+    for days in meta["exposure_files"]:
+        rows = [c[days] for c in per_case if days in c]
+        if len(rows) == len(folders):
+            measured[days] = {key: round(float(np.mean([r[key] for r in rows])), 6)
+                              for key in ("poca_points_per_voxel", "path_tracks_per_voxel") if key in rows[0]}
+    meta["measured_occupancy"] = measured
+    with atomic_path(root / "dataset.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
 
 
 def _preset(preset: Preset | str) -> Preset:
@@ -305,8 +366,13 @@ def _check_meta(path: Path, meta: dict) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ValueError(f"{path}: missing key {missing[0]!r}" + (f" (and {missing[1:]})" if missing[1:] else ""))
-    if meta["format"] != FORMAT:
-        raise ValueError(f"{path}: key 'format' is {meta['format']!r}, expected {FORMAT!r}")
+    if meta["format"] not in FORMATS_READ:
+        raise ValueError(f"{path}: key 'format' is {meta['format']!r}, expected one of {FORMATS_READ}; rebuild "
+                         f"it with `volumetric simulate --preset ... --out NEW_FOLDER`")
+    try:
+        check_channel_names(dataset_channels(meta), f"{path}: key 'statistics_channels'")
+    except ValueError as err:
+        raise ValueError(f"{err}; rebuild the dataset with `volumetric simulate --preset ... --out NEW_FOLDER`") from None
     voxel = meta["voxel_mm"]
     if not isinstance(voxel, (int, float)) or not math.isfinite(voxel) or voxel <= 0:
         raise ValueError(f"{path}: key 'voxel_mm' must be a positive number, got {voxel!r}")
@@ -341,11 +407,20 @@ def case_record(root: Path, name: str, checkpoints_days: Sequence[float], labels
     return record
 
 
-def _check_header(path: str, affine: np.ndarray, shape: Sequence[int]) -> None:
+def _check_header(path: str, affine: np.ndarray, shape: Sequence[int], channels: Sequence[str] | None = None) -> None:
+    """Shape and affine against ``dataset.json``; for statistics files also the channels."""
     try:
         image = nib.load(path)
     except Exception as err:  # nibabel raises many types for corrupt headers
         raise ValueError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from None
+    if channels is not None:
+        count = image.shape[3] if len(image.shape) == 4 else 1
+        if count != len(channels):
+            raise ValueError(f"{path}: {count} statistics channels, dataset.json declares {len(channels)} "
+                             f"({', '.join(channels)})")
+        named = statistics_channels(path)
+        if named is not None and tuple(named) != tuple(channels):
+            raise ValueError(f"{path}: channels {named} disagree with dataset.json's {list(channels)}")
     if tuple(image.shape[:3]) != tuple(shape):
         raise ValueError(f"{path}: shape {tuple(image.shape[:3])} disagrees with dataset.json shape {tuple(shape)}")
     if not np.allclose(image.affine, affine, atol=1e-4):
@@ -356,7 +431,7 @@ def _check_header(path: str, affine: np.ndarray, shape: Sequence[int]) -> None:
         )
 
 
-def _check_data(path: str, is_label: bool) -> None:
+def _check_data(path: str, is_label: bool, channels: Sequence[str] = ()) -> None:
     array, _ = load_nifti(path)
     if not np.issubdtype(array.dtype, np.integer) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
@@ -366,8 +441,10 @@ def _check_data(path: str, is_label: bool) -> None:
         unknown = [v for v in values.tolist() if v not in range(len(CLASS_NAMES))]
         if unknown:
             raise ValueError(f"{path}: unknown class ids {unknown[:10]} (expected 0..{len(CLASS_NAMES) - 1})")
-    elif (array < 0).any():
-        raise ValueError(f"{path}: negative scattering statistics")
+    else:
+        positive = [i for i, name in enumerate(channels) if non_negative(name)]
+        if (array[..., positive] < 0).any():
+            raise ValueError(f"{path}: negative scattering statistics (counts and sums of theta^2 are >= 0)")
 
 
 def load_dataset(path, check_data: bool = True) -> DatasetInfo:
@@ -391,11 +468,13 @@ def load_dataset(path, check_data: bool = True) -> DatasetInfo:
     for split in SPLITS:
         for name in meta["splits"][split]:
             record = case_record(root, name, meta["checkpoints_days"], labels)
-            files = [record["label"]] if labels else []
-            for file in files + list(record["exposures"].values()):
-                _check_header(file, affine, meta["shape"])
-                if check_data:
-                    _check_data(file, labels and file == record["label"])
+            if labels:
+                _check_header(record["label"], affine, meta["shape"])
+            for file in record["exposures"].values():
+                _check_header(file, affine, meta["shape"], info.channels)
+            if check_data:
+                for file in ([record["label"]] if labels else []) + list(record["exposures"].values()):
+                    _check_data(file, labels and file == record["label"], info.channels)
             info.cases[name] = record
     return info
 
@@ -423,9 +502,9 @@ def make_dataset(
     """A MONAI ``CacheDataset`` of one split with the training (or evaluation) transforms.
 
     Each item is a dict (a list of ``num_samples`` dicts when patches are cropped) with
-    ``image`` ``(3, X, Y, Z)`` float32 (the normalised input exposure, see
-    ``transforms.normalise``), ``target`` ``(3, X, Y, Z)`` float32 (the normalised highest
-    exposure), ``label`` ``(1, X, Y, Z)`` int64 and ``exposure_days`` (float, days).
+    ``image`` ``(C, X, Y, Z)`` float32 (the normalised input exposure, channels
+    ``info.channels``, see ``transforms.normalise``), ``target`` ``(C, X, Y, Z)`` float32 (the
+    normalised highest exposure), ``label`` ``(1, X, Y, Z)`` int64 and ``exposure_days`` (float, days).
 
     Args:
         path: dataset folder.
@@ -437,7 +516,8 @@ def make_dataset(
         num_samples: patches per volume per call.
         augment: XY flips and 90-degree rotations (default: on for ``train`` only).
         class_ratios: patch-centre ratios per class (default favours rare classes).
-        normalisation: normalisation parameters (default: estimated from the train split).
+        normalisation: normalisation parameters (default: estimated from the train split); they
+            must cover the dataset's channels.
         preload_exposures: keep all exposures of a case in the cache (fast; memory = all exposures).
         cache_rate: fraction of cases cached.
         seed: seed of the random transforms.
@@ -451,7 +531,7 @@ def make_dataset(
     from monai.data import CacheDataset
 
     from transforms.pipeline import training_transforms
-    from transforms.normalise import estimate_normalisation
+    from transforms.normalise import check_normalisation, estimate_normalisation
 
     info = load_dataset(path, check_data=check_data)
     records = info.split(split)
@@ -459,18 +539,18 @@ def make_dataset(
         raise ValueError(f"{Path(path) / 'dataset.json'}: split {split!r} holds no cases")
     if normalisation is None:
         train = info.split("train") or records
-        normalisation = estimate_normalisation([r["target"] for r in train[:8]])
+        normalisation = estimate_normalisation([r["target"] for r in train[:8]], info.channels)
     transform = training_transforms(
         normalisation, patch_size=patch_size, sampling=sampling, fixed_days=fixed_days,
         num_samples=num_samples, augment=(split == "train") if augment is None else augment,
         class_ratios=class_ratios, preload_exposures=preload_exposures,
-        with_labels=bool(info.meta.get("has_labels", True)),
+        with_labels=bool(info.meta.get("has_labels", True)), channels=info.channels,
     )
     transform.set_random_state(seed=seed)
     # copy_cache=False: the random steps never modify cached tensors in place (transforms/pipeline.py),
     # and deep-copying the preloaded exposures cost more than the whole random part.
     dataset = CacheDataset([dict(r) for r in records], transform, cache_rate=cache_rate, num_workers=num_workers,
                            progress=False, copy_cache=False)
-    dataset.normalisation = dict(normalisation)
+    dataset.normalisation = check_normalisation(normalisation)
     dataset.info = info
     return dataset

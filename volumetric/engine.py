@@ -3,7 +3,8 @@
 Tasks (``train.task``):
 
 * ``upsample``: a ``dense`` generator maps the normalised input exposure (``data.input_channels``)
-  to the normalised highest exposure (``data.target_channels``; e.g. ``[1]`` = mean theta^2 only).
+  to the normalised highest exposure (``data.target_channels``; e.g. ``[sum_theta2_rad2]`` = mean
+  theta^2 only). Channels are named (``volumetric.schema``) and resolved against the dataset's.
   ``train.mode: gan`` is a conditional WGAN-GP: per generator step, ``critic.n_critic`` critic
   updates, each on a fresh batch, with loss ``mean D(x, G(x)) - mean D(x, y) + lambda_gp * GP``
   (the penalty on every critic update); then the generator minimises
@@ -67,6 +68,7 @@ from torch import nn
 
 from volumetric.checkpoint import FORMAT, build_net, load_checkpoint, save_checkpoint
 from volumetric.config import Config, config_to_dict, load_config, save_config
+from volumetric.schema import channel_indices, legacy_channel_names
 from volumetric.losses import (
     critic_wasserstein_loss,
     dice_ce_loss,
@@ -87,7 +89,7 @@ __all__ = [
     "run_training",
 ]
 
-NUM_CLASSES = 5
+from volumetric.schema import NUM_CLASSES  # noqa: E402  (one class table)
 _SEED_MOD = 2**31 - 1
 
 
@@ -236,19 +238,21 @@ def _conditioned(net: nn.Module) -> bool:
 class InputPipeline(nn.Module):
     """What the trained net sees: channel selection, optional frozen upsampler, the net itself.
 
-    Takes the full normalised input ``(B, 3, X, Y, Z)`` so that :func:`predict_volume` can run it
-    on whole volumes; passes ``exposure_days`` ``(B,)`` only to exposure-conditioned nets.
+    Takes the full normalised input ``(B, C, X, Y, Z)`` (every channel of ``layout``) so that
+    :func:`predict_volume` can run it on whole volumes; passes ``exposure_days`` ``(B,)`` only to
+    exposure-conditioned nets.
 
     Args:
         net: the trained net (possibly compiled).
-        input_channels: channels of the input given to ``net`` (``raw`` part).
+        input_channels: positions in the input of the channels given to ``net`` (``raw`` part).
         upsampler: frozen upsampler (segment task) or ``None``.
-        upsampler_channels: input channels of the upsampler.
+        upsampler_channels: positions of the upsampler's input channels.
         segment_input: ``raw``, ``upsampled`` or ``both``.
+        in_channels: channels ``C`` of the full input.
     """
 
     def __init__(self, net: nn.Module, input_channels: Sequence[int], upsampler: nn.Module | None = None,
-                 upsampler_channels: Sequence[int] = (), segment_input: str = "raw") -> None:
+                 upsampler_channels: Sequence[int] = (), segment_input: str = "raw", in_channels: int = 3) -> None:
         super().__init__()
         self.net = net
         self.upsampler = upsampler
@@ -256,14 +260,14 @@ class InputPipeline(nn.Module):
         self.register_buffer("input_index", torch.tensor(list(input_channels)), persistent=False)
         self.register_buffer("upsampler_index", torch.tensor(list(upsampler_channels), dtype=torch.long),
                              persistent=False)
-        self.in_channels = 3
+        self.in_channels = int(in_channels)
         multiples = [int(getattr(net, "size_multiple", 1))]
         if upsampler is not None:
             multiples.append(int(getattr(upsampler, "size_multiple", 1)))
         self.size_multiple = math.lcm(*multiples)
 
     def forward(self, x: torch.Tensor, exposure_days: torch.Tensor | None = None):
-        """``x`` ``(B, 3, X, Y, Z)`` -> the net's output (tensor or ``{"image", "logits"}``)."""
+        """``x`` ``(B, C, X, Y, Z)`` -> the net's output (tensor or ``{"image", "logits"}``)."""
         parts = []
         if self.upsampler is None or self.segment_input in ("raw", "both"):
             parts.append(x.index_select(1, self.input_index))
@@ -347,8 +351,9 @@ def _load_upsampler(config: Config, device: torch.device):
     net = build_net(ckpt["net"], ckpt["net_state"]).to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    record = {"net": ckpt["net"], "state": ckpt["net_state"], "input_channels": ckpt["data"]["input_channels"],
-              "target_channels": ckpt["data"]["target_channels"],
+    record = {"net": ckpt["net"], "state": ckpt["net_state"],
+              "input_channels": legacy_channel_names(ckpt["data"]["input_channels"]),
+              "target_channels": legacy_channel_names(ckpt["data"]["target_channels"]),
               "normalisation": ckpt["normalisation"], "fingerprint": ckpt["data"].get("fingerprint"),
               "path": str(config.model.upsampler)}
     return net, record
@@ -383,7 +388,7 @@ def _data_meta(config: Config, train) -> dict:
         inputs = [float(fixed)]
     return {"fingerprint": meta.get("fingerprint"), "voxel_mm": float(meta["voxel_mm"]),
             "checkpoints_days": checkpoints, "exposure_range_days": [min(inputs), max(inputs)],
-            "input_channels": list(config.data.input_channels),
+            "channels": list(train.info.channels), "input_channels": list(config.data.input_channels),
             "target_channels": list(config.data.target_channels), "path": str(config.data.path),
             "dataset_name": meta.get("name")}
 
@@ -441,8 +446,11 @@ def _build_run(config: Config, run_dir: Path, dist: Distributed, resume: dict | 
     if critic is not None:
         _broadcast_params(critic, dist)
     run_net = torch.compile(net) if t.compile else net
-    pipeline = InputPipeline(run_net, config.data.input_channels, upsampler,
-                             record["input_channels"] if record else (), config.model.segment_input).to(device)
+    layout = train.info.channels
+    index = lambda names, where: channel_indices(names, layout, where)  # noqa: E731
+    pipeline = InputPipeline(run_net, index(config.data.input_channels, "data.input_channels"), upsampler,
+                             index(record["input_channels"], f"{record['path']}: upsampler input") if record else (),
+                             config.model.segment_input, in_channels=len(layout)).to(device)
     o = config.optim
     run = _Run(
         config=config, run_dir=run_dir, device=device, dist=dist, net=net, pipeline=pipeline,
@@ -450,7 +458,7 @@ def _build_run(config: Config, run_dir: Path, dist: Distributed, resume: dict | 
         batcher=Batcher(train, t.batch_size, t.seed, dist, device, channels_last),
         val_data=(val, val_days), normalisation=dict(train.normalisation), data_meta=_data_meta(config, train),
         critic=critic, upsampler_record=record, amp=cuda and t.amp,
-        target_index=torch.tensor(config.data.target_channels, device=device),
+        target_index=torch.tensor(index(config.data.target_channels, "data.target_channels"), device=device),
     )
     if critic is not None:
         run.critic_optimizer = _adam(critic.parameters(), config.critic.lr, config.critic.betas)
@@ -660,7 +668,7 @@ def validate(run: _Run) -> dict[str, float]:
         image = out["image"] if isinstance(out, dict) else (out if run.config.train.task == "upsample" else None)
         logits = out["logits"] if isinstance(out, dict) else (out if run.config.train.task == "segment" else None)
         if image is not None:
-            target = torch.as_tensor(item["target"]).float()[run.config.data.target_channels]
+            target = torch.as_tensor(item["target"]).float()[run.target_index.cpu()]
             l1s.append(float((image - target).abs().mean()))
         if logits is not None:
             scores = dice_iou_per_class(logits.argmax(0), torch.as_tensor(item["label"])[0].long(), NUM_CLASSES)

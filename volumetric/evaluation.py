@@ -73,13 +73,15 @@ from volumetric.predictor import (
     load_model,
     normalise_input,
     predict,
+    read_input,
+    select_channels,
 )
 
 __all__ = ["FORMAT", "SOURCES", "METRIC_CHANNEL", "Plan", "build_plan", "evaluate", "void_bins_mm"]
 
 FORMAT = "volumetric-evaluation/1"
 SOURCES = ("raw", "upsampled", "joint")
-METRIC_CHANNEL = 1  # normalised mean theta^2
+METRIC_CHANNEL = "sum_theta2_rad2"  # the image metrics compare normalised mean theta^2
 _LABELS = ("rebar", "duct", "void", "unknown")
 
 
@@ -170,15 +172,15 @@ class _Case:
     polarity: list[int]
 
 
-def _load_raw(path: str) -> torch.Tensor:
-    from volumetric.io import load_nifti
-
-    array = load_nifti(path)[0]
-    return torch.as_tensor(np.moveaxis(np.asarray(array, dtype=np.float32), -1, 0).copy())
+def _load_raw(path: str):
+    """The raw statistics of one exposure file with its channel names (``RawVolume``)."""
+    return read_input(path)
 
 
-def _c1(raw: torch.Tensor, normalisation: dict) -> np.ndarray:
-    return normalise_input(raw, normalisation)[METRIC_CHANNEL].numpy()
+def _c1(volume, normalisation: dict) -> np.ndarray:
+    """Normalised mean theta^2 (``METRIC_CHANNEL`` over its count) of a raw volume."""
+    names = ("count", METRIC_CHANNEL)
+    return normalise_input(select_channels(volume.raw, volume.channels, names), normalisation, names)[1].numpy()
 
 
 def _load_case(record: dict, plan: Plan, voxel_mm: float) -> _Case:
@@ -237,20 +239,21 @@ def _match(case: _Case, label: np.ndarray | None, image: np.ndarray | None, voxe
     return rows
 
 
-def _source_outputs(plan: Plan, raw: torch.Tensor, days: float, voxel_mm: float,
+def _source_outputs(plan: Plan, volume, days: float, voxel_mm: float,
                     settings: WindowSettings) -> dict[str, tuple]:
     """``{source: (c1 image or None, label map or None)}`` for one exposure of one case."""
-    outputs = {}
-    raw_label = predict(plan.seg_raw, raw, days, voxel_mm, settings=settings).label if plan.seg_raw else None
-    outputs["raw"] = (_c1(raw, plan.scale), raw_label)
+    outputs, raw, ch = {}, volume.raw, volume.channels
+    raw_label = predict(plan.seg_raw, raw, days, voxel_mm, settings=settings, channels=ch).label \
+        if plan.seg_raw else None
+    outputs["raw"] = (_c1(volume, plan.scale), raw_label)
     if plan.upsampler or plan.seg_up:
         if plan.upsampler is not None:
-            pred = predict(plan.upsampler, raw, days, voxel_mm, plan.seg_up, settings)
+            pred = predict(plan.upsampler, raw, days, voxel_mm, plan.seg_up, settings, channels=ch)
         else:
-            pred = predict(plan.seg_up, raw, days, voxel_mm, settings=settings)
+            pred = predict(plan.seg_up, raw, days, voxel_mm, settings=settings, channels=ch)
         outputs["upsampled"] = (_model_c1(pred), pred.label)
     if plan.joint:
-        pred = predict(plan.joint, raw, days, voxel_mm, settings=settings)
+        pred = predict(plan.joint, raw, days, voxel_mm, settings=settings, channels=ch)
         outputs["joint"] = (_model_c1(pred), pred.label)
     return {k: (img, None if lab is None else lab.numpy()) for k, (img, lab) in outputs.items()}
 

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from volumetric.schema import CLASS_NAMES  # the one class table
 from volumetric.materials import (
     MATERIAL_NAMES,
     inverse_radiation_length_table_per_mm,
@@ -88,7 +89,6 @@ __all__ = [
 
 FORMAT = "volumetric-geometry/1"
 UNITS = "mm"
-CLASS_NAMES: tuple[str, ...] = ("concrete", "rebar", "duct", "void", "unknown")
 LABEL_CONCRETE, LABEL_REBAR, LABEL_DUCT, LABEL_VOID, LABEL_UNKNOWN = range(5)
 #: Classes from highest to lowest priority (painting order reversed; tie-break of the label vote).
 LABEL_PRIORITY: tuple[int, ...] = (LABEL_VOID, LABEL_UNKNOWN, LABEL_DUCT, LABEL_REBAR, LABEL_CONCRETE)

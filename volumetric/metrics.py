@@ -58,7 +58,7 @@ __all__ = [
     "z_smearing",
 ]
 
-NUM_CLASSES = 5
+from volumetric.schema import NUM_CLASSES  # noqa: E402  (one class table)
 
 
 # --------------------------------------------------------------------------- overlap

@@ -1,10 +1,11 @@
 """Trained models for whole-block inference: load a run, feed it raw statistics, get volumes back.
 
 :func:`load_model` rebuilds what a training run learned from its checkpoint alone: the net,
-the input channel selection, the frozen upsampler of a segment run (``segment_input``
-``upsampled``/``both``) and the ``log-moments/1`` normalisation. :func:`predict` takes a raw
-case volume as stored in a dataset (``(3, X, Y, Z)``: count, sum theta^2 in rad^2, sum theta^4
-in rad^4, un-normalised), checks it against the model (:func:`~volumetric.checkpoint.check_compatible`:
+the input channel layout and selection (channel names, ``volumetric.schema``), the frozen
+upsampler of a segment run (``segment_input`` ``upsampled``/``both``) and the normalisation
+(``transforms.normalise``). :func:`predict` takes a raw case volume as stored in a dataset
+(``(C, X, Y, Z)`` statistics sums with their channel names, un-normalised), picks the channels
+the model was trained on by name, checks it against the model (:func:`~volumetric.checkpoint.check_compatible`:
 a different voxel size is refused, an exposure outside the trained range warns), normalises it,
 predicts by sliding windows (optionally with XY test-time augmentation) and returns a
 :class:`Prediction`.
@@ -12,13 +13,13 @@ predicts by sliding windows (optionally with XY test-time augmentation) and retu
 Output scales (one convention everywhere):
 
 * ``Prediction.image`` is the **normalised** image (the channels the model was trained to
-  predict, ``image_channels``, in ``log-moments/1`` units): what metrics compare against the
-  normalised target (``volumetric.evaluation``).
-* ``Prediction.image_physical`` is the same image **per channel in physical units**:
-  channel 0 -> muon count ``N = expm1(c0 L)``, channel 1 -> mean theta^2 ``r expm1(c1)``
-  (rad^2), channel 2 -> mean theta^4 moment ``r^2 expm1(c2)`` (rad^4), clipped at 0. These are
-  per-muon means, not the sums of the exposure files, because a model may predict channel 1
-  alone (the mean theta^2 cannot be turned into a sum without a count).
+  predict, ``image_channels``, by name): what metrics compare against the normalised target
+  (``volumetric.evaluation``).
+* ``Prediction.image_physical`` is the same image **per channel in per-muon units**
+  (``volumetric.schema.per_muon_name``): a count stays a count, ``sum_theta2_rad2`` becomes the
+  mean theta^2 (rad^2), ``sum_log_theta`` the mean ln(theta), ``count_above_threshold`` the
+  fraction above the threshold. Not the sums of the exposure files, because a model may predict
+  the mean theta^2 alone (a mean cannot be turned into a sum without a count).
 
 Upsample -> segment with two runs (``segmenter=``): a segmenter trained on raw inputs gets the
 raw input with the channels the upsampler predicts replaced by the upsampled ones (converted
@@ -32,17 +33,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from transforms.normalise import ScatteringNormalise, check_normalisation
+from transforms.normalise import ScatteringNormalise, check_normalisation, normalised_to_per_muon
+from transforms.normalise import per_muon_to_normalised
+from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES, channel_indices, check_channel_names
+from volumetric.schema import legacy_channel_names, non_negative, per_muon_name
 from volumetric.checkpoint import build_net, check_compatible, load_checkpoint
 
 __all__ = [
-    "CHANNEL_NAMES",
     "LoadedModel",
+    "RawVolume",
     "WindowSettings",
     "Prediction",
     "resolve_device",
@@ -59,8 +64,6 @@ __all__ = [
     "infer_file",
 ]
 
-CHANNEL_NAMES = ("count", "mean_theta2_rad2", "mean_theta4_rad4")
-"""Physical meaning of image channels 0, 1, 2 in :attr:`Prediction.image_physical`."""
 
 
 @dataclass
@@ -69,12 +72,13 @@ class LoadedModel:
 
     Attributes:
         pipeline: :class:`~volumetric.engine.InputPipeline` in eval mode: normalised
-            ``(B, 3, X, Y, Z)`` -> the net's output (a tensor, or ``{"image", "logits"}``).
+            ``(B, C, X, Y, Z)`` (channels ``channels``) -> the net's output (a tensor, or
+            ``{"image", "logits"}``).
         task: ``upsample``, ``segment`` or ``joint``.
-        normalisation: the ``log-moments/1`` parameters the model was trained with.
+        normalisation: the normalisation parameters the model was trained with (``channels/1``).
         meta: the checkpoint's ``data`` entry (``voxel_mm``, ``exposure_range_days``, channels...).
-        image_channels: statistics channels (0 count, 1 mean theta^2, 2 theta^4) of the image
-            output; ``None`` for a segmenter (or an upsampler whose channels are unknown).
+        image_channels: statistics channel names of the image output; ``None`` for a segmenter
+            (or an upsampler whose channels are unknown).
         segment_input: ``raw``, ``upsampled`` or ``both`` for a segment run, else ``None``.
         roi_size: default window ``(X, Y, Z)`` in voxels (the run's validation window, else its patch).
         conditioned: whether the model needs ``exposure_days``.
@@ -87,13 +91,14 @@ class LoadedModel:
     task: str
     normalisation: dict
     meta: dict
-    image_channels: list[int] | None
+    image_channels: list[str] | None
     segment_input: str | None
     roi_size: tuple[int, ...]
     conditioned: bool
     source: Path
     step: int
     upsampler_record: dict | None = None
+    channels: tuple[str, ...] = LEGACY_CHANNEL_NAMES
 
     @property
     def has_image(self) -> bool:
@@ -137,8 +142,8 @@ class Prediction:
 
     Attributes:
         image: normalised image ``(C, X, Y, Z)`` (channels ``image_channels``) or ``None``.
-        image_physical: the image per channel in physical units (see :data:`CHANNEL_NAMES`).
-        image_channels: statistics channels of ``image``.
+        image_physical: the image per channel in per-muon units (see the module docstring).
+        image_channels: statistics channel names of ``image``.
         probabilities: class probabilities ``(K, X, Y, Z)`` (softmax; mean over TTA) or ``None``.
         label: class map ``(X, Y, Z)`` int64 (argmax of ``probabilities``) or ``None``.
         image_std: with TTA, standard deviation of ``image`` over the symmetries (normalised units).
@@ -149,7 +154,7 @@ class Prediction:
 
     image: torch.Tensor | None = None
     image_physical: torch.Tensor | None = None
-    image_channels: list[int] | None = None
+    image_channels: list[str] | None = None
     probabilities: torch.Tensor | None = None
     label: torch.Tensor | None = None
     image_std: torch.Tensor | None = None
@@ -234,26 +239,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     segment_input = (config.get("model") or {}).get("segment_input", "raw") if task == "segment" else None
     record = ckpt.get("upsampler") if task == "segment" and segment_input != "raw" else None
     upsampler = _frozen(build_net(record["net"], record["state"])) if record else None
-    pipeline = InputPipeline(net, data["input_channels"], upsampler, record["input_channels"] if record else (),
-                             segment_input or "raw")
-    image_channels = list(data.get("target_channels") or [0, 1, 2]) if task != "segment" else None
+    layout = tuple(data.get("channels") or LEGACY_CHANNEL_NAMES)  # checkpoints before channel names: 3 PoCA
+    index = lambda names, what: channel_indices(legacy_channel_names(names), layout, f"{source}: {what}")  # noqa: E731
+    pipeline = InputPipeline(net, index(data["input_channels"], "input channels"), upsampler,
+                             index(record["input_channels"], "upsampler input channels") if record else (),
+                             segment_input or "raw", in_channels=len(layout))
+    image_channels = legacy_channel_names(data.get("target_channels") or LEGACY_CHANNEL_NAMES) \
+        if task != "segment" else None
     conditioned = _is_conditioned(net) or (upsampler is not None and _is_conditioned(upsampler))
     return LoadedModel(pipeline.to(resolve_device(device)).eval(), task, check_normalisation(ckpt["normalisation"]),
                        dict(data), image_channels, segment_input, _default_roi(config), conditioned, source,
-                       int(ckpt["step"]), record)
+                       int(ckpt["step"]), record, layout)
 
 
-def _record_channels(record: dict, out_channels: int) -> list[int] | None:
-    """Statistics channels predicted by a frozen upsampler (its checkpoint's ``target_channels``)."""
+def _record_channels(record: dict, out_channels: int) -> list[str] | None:
+    """Statistics channel names predicted by a frozen upsampler (its checkpoint's ``target_channels``)."""
     if "target_channels" in record:
-        return list(record["target_channels"])
+        return legacy_channel_names(record["target_channels"])
     if out_channels == 3:
-        return [0, 1, 2]
+        return list(LEGACY_CHANNEL_NAMES)
     try:
         channels = load_checkpoint(record["path"])["data"]["target_channels"]
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    return list(channels) if len(channels) == out_channels else None
+    return legacy_channel_names(channels) if len(channels) == out_channels else None
 
 
 def frozen_upsampler(model: LoadedModel) -> LoadedModel | None:
@@ -269,71 +278,91 @@ def frozen_upsampler(model: LoadedModel) -> LoadedModel | None:
         return None
     up = model.pipeline.upsampler
     out_channels = int(getattr(up, "out_channels", 0) or 0)
-    pipeline = InputPipeline(up, record["input_channels"]).to(model.pipeline.input_index.device).eval()
+    index = channel_indices(legacy_channel_names(record["input_channels"]), model.channels, "upsampler input")
+    pipeline = InputPipeline(up, index, in_channels=len(model.channels)).to(model.pipeline.input_index.device).eval()
     return LoadedModel(pipeline, "upsample", check_normalisation(record["normalisation"]), dict(model.meta),
                        _record_channels(record, out_channels), None, model.roi_size, _is_conditioned(up),
-                       Path(str(record.get("path", model.source))), model.step)
+                       Path(str(record.get("path", model.source))), model.step, None, model.channels)
 
 
 # ---------------------------------------------------------------------------------------------
 # scales
 
 
-def normalise_input(raw: np.ndarray | torch.Tensor, normalisation: dict) -> torch.Tensor:
-    """Check a raw ``(3, X, Y, Z)`` statistics volume and normalise it (``log-moments/1``).
+def select_channels(raw: torch.Tensor, channels: Sequence[str], wanted: Sequence[str]) -> torch.Tensor:
+    """The channels ``wanted`` of a raw ``(C, X, Y, Z)`` volume whose channels are ``channels``, in that order.
 
     Raises:
-        ValueError: for a wrong rank or channel count, NaN/Inf or negative statistics.
+        ValueError: for a channel count that disagrees with the names, or a wanted channel missing.
+    """
+    if raw.ndim != 4 or raw.shape[0] != len(channels):
+        raise ValueError(f"expected raw statistics ({len(channels)}, X, Y, Z) = {', '.join(channels)}; "
+                         f"got shape {tuple(raw.shape)}")
+    index = channel_indices(list(wanted), list(channels), "the model's input channels")
+    return raw if index == list(range(len(channels))) else raw[index]
+
+
+def normalise_input(raw: np.ndarray | torch.Tensor, normalisation: dict,
+                    channels: Sequence[str] = LEGACY_CHANNEL_NAMES) -> torch.Tensor:
+    """Check a raw ``(C, X, Y, Z)`` statistics volume (channel names ``channels``) and normalise it.
+
+    Raises:
+        ValueError: for a wrong rank or channel count, NaN/Inf or negative counts.
     """
     x = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
-    if x.ndim != 4 or x.shape[0] != 3:
-        raise ValueError(f"expected raw statistics (3, X, Y, Z) = count, sum theta^2 (rad^2), sum theta^4 "
-                         f"(rad^4); got shape {tuple(x.shape)}")
+    if x.ndim != 4 or x.shape[0] != len(channels):
+        raise ValueError(f"expected raw statistics ({len(channels)}, X, Y, Z) = {', '.join(channels)}; "
+                         f"got shape {tuple(x.shape)}")
     x = x.float()
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"input volume holds {int((~torch.isfinite(x)).sum())} NaN/Inf values")
-    if bool((x < 0).any()):
-        raise ValueError("input volume holds negative scattering statistics (counts and sums are >= 0)")
-    return ScatteringNormalise(normalisation)(x)
+    positive = [i for i, name in enumerate(channels) if non_negative(name)]
+    if bool((x[positive] < 0).any()):
+        raise ValueError("input volume holds negative values in channels that are never negative (counts, "
+                         "sums of theta^2, theta^4, ln(theta)^2)")
+    return ScatteringNormalise(normalisation, channels)(x)
 
 
-def physical_channels(image: torch.Tensor, channels: Sequence[int], normalisation: dict) -> torch.Tensor:
-    """Normalised image channels -> physical per-muon quantities (see :data:`CHANNEL_NAMES`), clipped at 0."""
-    scale, ref = normalisation["count_log_scale"], normalisation["theta2_ref_rad2"]
-    factors = {0: None, 1: ref, 2: ref * ref}
-    out = [torch.expm1(image[i].double() * scale) if c == 0 else factors[c] * torch.expm1(image[i].double())
-           for i, c in enumerate(channels)]
-    return torch.stack(out).clamp_min(0).float()
+def physical_channels(image: torch.Tensor, channels: Sequence[str], normalisation: dict) -> torch.Tensor:
+    """Normalised image channels -> per-muon values (counts, means, fractions; module docstring).
 
-
-def normalised_channels(physical: torch.Tensor, channels: Sequence[int], normalisation: dict) -> torch.Tensor:
-    """Inverse of :func:`physical_channels` (physical per-muon quantities -> normalised channels)."""
-    scale, ref = normalisation["count_log_scale"], normalisation["theta2_ref_rad2"]
-    factors = {1: ref, 2: ref * ref}
-    out = [torch.log1p(physical[i].double()) / scale if c == 0 else torch.log1p(physical[i].double() / factors[c])
-           for i, c in enumerate(channels)]
+    Quantities that cannot be negative (counts, means of theta^2 and theta^4, fractions) are clipped at 0.
+    """
+    out = []
+    for i, name in enumerate(channels):
+        value = normalised_to_per_muon(image[i].double(), name, normalisation)
+        out.append(value.clamp_min(0) if non_negative(name) else value)
     return torch.stack(out).float()
 
 
-def compose_input(raw_normalised: torch.Tensor, image: torch.Tensor, image_channels: Sequence[int],
-                  image_normalisation: dict, normalisation: dict) -> torch.Tensor:
+def normalised_channels(physical: torch.Tensor, channels: Sequence[str], normalisation: dict) -> torch.Tensor:
+    """Inverse of :func:`physical_channels` (per-muon values -> normalised channels)."""
+    return torch.stack([per_muon_to_normalised(physical[i].double(), name, normalisation)
+                        for i, name in enumerate(channels)]).float()
+
+
+def compose_input(raw_normalised: torch.Tensor, image: torch.Tensor, image_channels: Sequence[str],
+                  image_normalisation: dict, normalisation: dict,
+                  channels: Sequence[str] = LEGACY_CHANNEL_NAMES) -> torch.Tensor:
     """A raw-input segmenter's input from an upsampled image.
 
     The channels the upsampler predicts replace the raw ones; the image is converted from the
     upsampler's normalisation to the segmenter's (identity when they are equal).
 
     Args:
-        raw_normalised: the raw input ``(3, X, Y, Z)`` in the segmenter's normalisation.
-        image: the upsampled image ``(C, X, Y, Z)``, normalised with ``image_normalisation``.
-        image_channels: statistics channels of ``image``.
+        raw_normalised: the raw input ``(C, X, Y, Z)`` in the segmenter's normalisation.
+        image: the upsampled image ``(K, X, Y, Z)``, normalised with ``image_normalisation``.
+        image_channels: statistics channel names of ``image``.
         image_normalisation, normalisation: the upsampler's and the segmenter's parameters.
+        channels: channel names of ``raw_normalised``.
     """
     out = raw_normalised.clone()
-    index = list(image_channels)
-    if image_normalisation == normalisation:
+    names = list(image_channels)
+    index = channel_indices(names, list(channels), "the segmenter's input")
+    if check_normalisation(image_normalisation) == check_normalisation(normalisation):
         out[index] = image.to(out.dtype)
     else:
-        out[index] = normalised_channels(physical_channels(image, index, image_normalisation), index, normalisation)
+        out[index] = normalised_channels(physical_channels(image, names, image_normalisation), names, normalisation)
     return out
 
 
@@ -354,7 +383,7 @@ def _check_exposure(model: LoadedModel, exposure_days: float | None) -> None:
 
 def run_model(model: LoadedModel, x: torch.Tensor, exposure_days: float | None,
               settings: WindowSettings) -> Prediction:
-    """Predict a normalised ``(3, X, Y, Z)`` block with one model (no checks of scale or compatibility)."""
+    """Predict a normalised ``(C, X, Y, Z)`` block with one model (no checks of scale or compatibility)."""
     from volumetric.inference import _split_outputs, predict_volume, predict_volume_tta
 
     _check_exposure(model, exposure_days)
@@ -386,29 +415,32 @@ def _compatible(model: LoadedModel, voxel_mm: float | None, exposure_days: float
         return check_compatible(model.meta, voxel_mm=voxel_mm, exposure_days=exposure_days)
 
 
-def _segmenter_input(segmenter: LoadedModel, raw: torch.Tensor, first: Prediction,
+def _segmenter_input(segmenter: LoadedModel, raw: torch.Tensor, channels: Sequence[str], first: Prediction,
                      model: LoadedModel) -> torch.Tensor:
-    x = normalise_input(raw, segmenter.normalisation)
+    x = normalise_input(select_channels(raw, channels, segmenter.channels), segmenter.normalisation,
+                        segmenter.channels)
     if segmenter.segment_input != "raw":
         return x  # self-contained: its own frozen upsampler runs inside its pipeline
     if first.image is None or model.image_channels is None:
         raise ValueError(f"{model.source}: gives no image with known channels to segment")
-    return compose_input(x, first.image, model.image_channels, model.normalisation, segmenter.normalisation)
+    return compose_input(x, first.image, model.image_channels, model.normalisation, segmenter.normalisation,
+                         segmenter.channels)
 
 
 def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: float | None = None,
             voxel_mm: float | None = None, segmenter: LoadedModel | None = None,
-            settings: WindowSettings | None = None) -> Prediction:
+            settings: WindowSettings | None = None, channels: Sequence[str] | None = None) -> Prediction:
     """Predict a raw block: upsampled image and/or class map (upsample -> segment with ``segmenter``).
 
     Args:
         model: an upsample, segment or joint model (:func:`load_model`).
-        raw: raw statistics ``(3, X, Y, Z)`` (count, sum theta^2 rad^2, sum theta^4 rad^4) as in
-            the dataset's exposure files (channel first), not normalised.
+        raw: raw statistics ``(C, X, Y, Z)`` as in the dataset's exposure files (channel first,
+            not normalised); the model's channels are picked from it by name.
         exposure_days: the input's exposure (days); required by exposure-conditioned models.
         voxel_mm: the input's voxel edge (mm); checked against the training voxel when given.
         segmenter: a segment model applied after an upsampler (see the module docstring).
         settings: window settings (default :class:`WindowSettings`).
+        channels: names of ``raw``'s channels (default: the model's own layout).
 
     Returns:
         A :class:`Prediction` (image from ``model``, classes from ``model`` or ``segmenter``).
@@ -426,11 +458,14 @@ def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: f
     issued = [m for mod in models for m in _compatible(mod, voxel_mm, exposure_days)]
     for message in dict.fromkeys(issued):
         warnings.warn(message, UserWarning, stacklevel=2)
-    first = run_model(model, normalise_input(raw, model.normalisation), exposure_days, settings)
+    raw = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
+    channels = tuple(channels) if channels is not None else model.channels
+    x = normalise_input(select_channels(raw, channels, model.channels), model.normalisation, model.channels)
+    first = run_model(model, x, exposure_days, settings)
     first.warnings = list(dict.fromkeys(issued))
     if segmenter is None:
         return first
-    second = run_model(segmenter, _segmenter_input(segmenter, raw, first, model), exposure_days, settings)
+    second = run_model(segmenter, _segmenter_input(segmenter, raw, channels, first, model), exposure_days, settings)
     first.probabilities, first.label, first.label_std = second.probabilities, second.label, second.label_std
     return first
 
@@ -450,23 +485,58 @@ def _case_exposures(folder: Path) -> dict[float, Path]:
     return found
 
 
-def read_input(path: str | Path,
-               exposure_days: float | None = None) -> tuple[torch.Tensor, np.ndarray, str, float | None]:
-    """Read a raw volume: a NIfTI ``(X, Y, Z, 3)`` file or a dataset case folder.
+class RawVolume(NamedTuple):
+    """A raw statistics volume read by :func:`read_input`."""
+
+    raw: torch.Tensor
+    """``(C, X, Y, Z)`` float32 sums."""
+    affine: np.ndarray
+    stem: str
+    """output file stem: the file name without ``.nii[.gz]``, or ``<case>_<days>d``."""
+    exposure_days: float | None
+    channels: tuple[str, ...]
+    """channel names (``volumetric.schema``)."""
+
+
+def _file_channels(file: Path, count: int, folder: Path | None) -> tuple[str, ...]:
+    """Channel names of a statistics file: stored in the file, else its case's JSON, else by count."""
+    import json
+
+    from volumetric.io import statistics_channels
+
+    names = statistics_channels(file)
+    for record in ("simulation.json", "reconstruction.json"):
+        if names is None and folder is not None and (folder / record).is_file():
+            names = json.loads((folder / record).read_text()).get("statistics_channels")
+    if names is None:
+        layouts = {len(LEGACY_CHANNEL_NAMES): LEGACY_CHANNEL_NAMES, len(CHANNEL_NAMES): CHANNEL_NAMES}
+        if count not in layouts:
+            raise ValueError(f"{file}: {count} channels and no channel names; expected raw statistics "
+                             f"(X, Y, Z, {len(LEGACY_CHANNEL_NAMES)}) = {', '.join(LEGACY_CHANNEL_NAMES)} or "
+                             f"(X, Y, Z, {len(CHANNEL_NAMES)}) = {', '.join(CHANNEL_NAMES)}")
+        names = layouts[count]
+    names = check_channel_names(names, f"{file}: channel names")
+    if len(names) != count:
+        raise ValueError(f"{file}: {count} channels but {len(names)} channel names ({', '.join(names)})")
+    return names
+
+
+def read_input(path: str | Path, exposure_days: float | None = None) -> RawVolume:
+    """Read a raw volume: a NIfTI ``(X, Y, Z, C)`` statistics file or a dataset case folder.
 
     For a case folder the exposure ``exposures/<days>d.nii.gz`` is ``exposure_days`` (default:
-    the shortest one present).
-
-    Returns:
-        ``(raw (3, X, Y, Z) float32, affine 4x4, output stem, exposure_days)``.
+    the shortest one present). Channel names come from the file (written by
+    ``volumetric.io.save_statistics``), else the case's ``simulation.json``, else the channel
+    count (3: the legacy PoCA channels, 9: the full table).
 
     Raises:
         FileNotFoundError: for a missing file, case folder or exposure.
-        ValueError: for a volume without exactly 3 statistics channels.
+        ValueError: for a volume that is not ``(X, Y, Z, C)`` or whose channels are unknown.
     """
     from volumetric.io import load_nifti
 
     path = Path(path)
+    folder = None
     if path.is_dir():
         exposures = _case_exposures(path)
         if not exposures:
@@ -475,15 +545,16 @@ def read_input(path: str | Path,
         match = [d for d in exposures if math.isclose(d, days, rel_tol=1e-6)]
         if not match:
             raise FileNotFoundError(f"{path}: no exposure of {days:g} days (present: {sorted(exposures)})")
-        file, stem, exposure_days = exposures[match[0]], f"{path.name}_{days:g}d", days
+        file, stem, exposure_days, folder = exposures[match[0]], f"{path.name}_{days:g}d", days, path
     else:
         name = path.name
         file, stem = path, name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.removesuffix(".nii")
     array, affine = load_nifti(file)
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"{file}: expected raw statistics (X, Y, Z, 3) = count, sum theta^2, sum theta^4; "
-                         f"got shape {tuple(array.shape)}")
-    return torch.as_tensor(np.moveaxis(np.asarray(array, dtype=np.float32), -1, 0).copy()), affine, stem, exposure_days
+    if array.ndim != 4:
+        raise ValueError(f"{file}: expected raw statistics (X, Y, Z, C); got shape {tuple(array.shape)}")
+    channels = _file_channels(file, array.shape[-1], folder)
+    raw = torch.as_tensor(np.moveaxis(np.asarray(array, dtype=np.float32), -1, 0).copy())
+    return RawVolume(raw, affine, stem, exposure_days, channels)
 
 
 def _planned(model: LoadedModel, segmenter: LoadedModel | None, tta: bool, probabilities: bool) -> list[str]:
@@ -528,8 +599,7 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     """Predict a NIfTI file or case folder and write NIfTI outputs with the input's affine.
 
     Files (``<stem>`` = the input name without ``.nii[.gz]``, or ``<case>_<days>d``):
-    ``<stem>_upsampled.nii.gz`` (image in physical units, :data:`CHANNEL_NAMES` of
-    ``image_channels``; ``(X, Y, Z)`` for one channel, else ``(X, Y, Z, C)``),
+    ``<stem>_upsampled.nii.gz`` (image in per-muon units of ``image_channels``; ``(X, Y, Z)`` for one channel, else ``(X, Y, Z, C)``),
     ``<stem>_label.nii.gz`` (uint8 classes), ``<stem>_probabilities.nii.gz`` (``(X, Y, Z, K)``,
     with ``save_probabilities``), with TTA ``<stem>_uncertainty.nii.gz`` (image std, normalised
     units) and ``<stem>_label_uncertainty.nii.gz`` (std of the chosen class's probability), and
@@ -546,7 +616,7 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     from volumetric.io import atomic_path, save_nifti_affine
 
     settings = settings or WindowSettings()
-    raw, affine, stem, exposure_days = read_input(in_path, exposure_days)
+    raw, affine, stem, exposure_days, channels = read_input(in_path, exposure_days)
     for m in [model] + ([segmenter] if segmenter is not None else []):
         if m.voxel_mm is not None:
             check_spacing(affine, m.voxel_mm)
@@ -556,14 +626,14 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     if existing and not overwrite:
         raise FileExistsError(f"outputs exist: {', '.join(existing)}; pass --overwrite to replace them")
     voxel = float(np.linalg.norm(np.asarray(affine)[:3, 0]))
-    pred = predict(model, raw, exposure_days, voxel, segmenter, settings)
+    pred = predict(model, raw, exposure_days, voxel, segmenter, settings, channels)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     arrays = _arrays(pred)
     for key in keys[:-1]:
         save_nifti_affine(files[key], arrays[key], affine)
     record = {"input": str(in_path), "exposure_days": exposure_days, "model": str(model.source),
               "segmenter": str(segmenter.source) if segmenter else None, "image_channels": pred.image_channels,
-              "image_units": [CHANNEL_NAMES[c] for c in pred.image_channels or []],
+              "image_units": [per_muon_name(c) for c in pred.image_channels or []],
               "settings": dataclasses.asdict(settings), "warnings": pred.warnings,
               "files": {k: str(files[k]) for k in keys[:-1]}}
     with atomic_path(files["record"]) as tmp:

@@ -30,20 +30,20 @@ from volumetric.report import mean_theta2_mrad2, save_slice_montage
 __all__ = ["run_quickstart"]
 
 def _mean_theta2_image(prediction) -> np.ndarray:
-    """Upsampled mean theta^2 in mrad^2 (channel 1 of the physical image)."""
-    channel = prediction.image_channels.index(1)
+    """Upsampled mean theta^2 in mrad^2 (the ``sum_theta2_rad2`` channel of the per-muon image)."""
+    channel = prediction.image_channels.index("sum_theta2_rad2")
     return prediction.image_physical[channel].numpy() * 1e6
 
 
 def _predict(case_dir: Path, days: float, voxel_mm: float, device: str, weights_dir: Path, progress: bool):
     from volumetric.predictor import WindowSettings, predict, read_input
 
-    raw, affine, _, _ = read_input(case_dir, days)
+    raw, affine, _, _, channels = read_input(case_dir, days)
     upsampler = load_pretrained("upsampler", device, weights_dir)
     segmenter = load_pretrained("segmenter", device, weights_dir)
     settings = WindowSettings(progress=progress)
-    image = predict(upsampler, raw, days, voxel_mm, settings=settings)
-    classes = predict(segmenter, raw, days, voxel_mm, settings=settings)
+    image = predict(upsampler, raw, days, voxel_mm, settings=settings, channels=channels)
+    classes = predict(segmenter, raw, days, voxel_mm, settings=settings, channels=channels)
     return raw.numpy(), affine, image, classes
 
 

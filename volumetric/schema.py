@@ -45,6 +45,10 @@ __all__ = [
     "check_channel_names",
     "channels_of_source",
     "muon_weights",
+    "per_muon_name",
+    "non_negative",
+    "channel_indices",
+    "legacy_channel_names",
 ]
 
 CLASS_NAMES: tuple[str, ...] = ("concrete", "rebar", "duct", "void", "unknown")
@@ -172,3 +176,39 @@ def muon_weights(rows: Sequence[Channel], theta_rad: torch.Tensor, threshold_rad
     """``(N, len(rows))`` what each of N muons adds to each channel (float64)."""
     theta = theta_rad.to(torch.float64)
     return torch.stack([MUON_WEIGHTS[r.adds](theta, float(threshold_rad)) for r in rows], dim=1)
+
+
+def per_muon_name(name: str) -> str:
+    """Name of a channel's per-muon value: counts keep their name, ``sum_X`` -> ``mean_X``,
+    ``count_X`` -> ``fraction_X`` (``path_`` kept), e.g. ``path_sum_log_theta`` -> ``path_mean_log_theta``."""
+    row = channel(name)
+    if row.per is None:
+        return name
+    prefix, base = ("path_", name[5:]) if name.startswith("path_") else ("", name)
+    for old, new in (("sum_", "mean_"), ("count_", "fraction_")):
+        if base.startswith(old):
+            return prefix + new + base[len(old):]
+    return prefix + "mean_" + base
+
+
+def channel_indices(names: Sequence[str], layout: Sequence[str], where: str) -> list[int]:
+    """Positions of ``names`` in ``layout`` (a volume's channel order).
+
+    Raises:
+        ValueError: naming ``where``, the missing channels and what the layout holds.
+    """
+    missing = [n for n in names if n not in layout]
+    if missing:
+        raise ValueError(f"{where}: channel(s) {missing} are not in the data (it holds {', '.join(layout)}); "
+                         f"rebuild the dataset with this version or choose other channels")
+    return [list(layout).index(n) for n in names]
+
+
+def legacy_channel_names(channels: Sequence) -> list[str]:
+    """Channel names of a record that may hold ``volumetric-dataset/1``-era indices (0, 1, 2)."""
+    return [LEGACY_CHANNEL_NAMES[c] if isinstance(c, int) else str(c) for c in channels]
+
+
+def non_negative(name: str) -> bool:
+    """Whether a channel's sums are never negative (all but sums of ln theta)."""
+    return channel(name).adds != "log_theta"
