@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from volumetric.cli import main
-from volumetric.io import load_nifti, nifti_affine
+from volumetric.io import load_nifti, nifti_affine, statistics_channels
+from volumetric.schema import CHANNEL_NAMES
 
 GEOMETRY = {
     "format": "volumetric-geometry/1",
@@ -40,7 +41,8 @@ def test_simulate_writes_a_complete_case(tmp_path, geometry, capsys):
     vol, affine = load_nifti(out / "exposures/0.02d.nii.gz")
     early, _ = load_nifti(out / "exposures/0.01d.nii.gz")
     label, label_affine = load_nifti(out / "label.nii.gz")
-    assert vol.shape == (10, 10, 5, 3) and label.shape == (10, 10, 5)
+    assert vol.shape == (10, 10, 5, len(CHANNEL_NAMES)) and label.shape == (10, 10, 5)
+    assert statistics_channels(out / "exposures/0.02d.nii.gz") == list(CHANNEL_NAMES)
     np.testing.assert_allclose(affine, nifti_affine((20.0,) * 3))
     np.testing.assert_allclose(label_affine, affine)
     assert (vol[..., 0] >= early[..., 0]).all() and vol[..., 0].sum() > early[..., 0].sum() > 0
@@ -53,6 +55,9 @@ def test_simulate_writes_a_complete_case(tmp_path, geometry, capsys):
         assert f["t_s"][:].max() <= 0.02 * 86400
     summary = json.loads((out / "simulation.json").read_text())
     assert summary["counts"]["accepted"] == n
+    assert summary["statistics_channels"] == list(CHANNEL_NAMES)
+    assert summary["occupancy"]["0.02"]["muons"] == n  # measured per exposure
+    assert summary["occupancy"]["0.02"]["poca_points_per_voxel"] * 500 == vol[..., 0].sum()
     assert json.loads(capsys.readouterr().out)["accepted"] == n
 
 

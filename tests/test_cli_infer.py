@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from volumetric.cli import main
-from volumetric.io import load_nifti
+from volumetric.dataset import PRESETS
+from volumetric.io import load_nifti, save_nifti_affine
 
 from test_predictor import train_tiny
 
+D0, D1 = (f"{d:g}" for d in PRESETS["tiny"].checkpoints_days[:2])  # the two shortest tiny exposures (days)
 AFFINE = np.array([[10.0, 0, 0, -95.0], [0, 10.0, 0, 40.0], [0, 0, 10.0, 5.0], [0, 0, 0, 1]])  # shifted origin
 
 
@@ -21,14 +23,14 @@ def setup(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_infer")
     run = train_tiny("joint_tiny.yaml", tiny_dataset, root, "joint")
     case = sorted((Path(tiny_dataset) / "cases").iterdir())[0]
-    array = load_nifti(case / "exposures" / "0.1d.nii.gz")[0]
+    array = load_nifti(case / "exposures" / f"{D1}d.nii.gz")[0]
     nib.save(nib.Nifti1Image(array, AFFINE), str(root / "block.nii.gz"))
     return {"run": run, "case": case, "nifti": root / "block.nii.gz", "array": array, "root": root}
 
 
 def _infer(setup, out, *extra):
     return main(["infer", str(setup["nifti"]), "--out", str(out), "--run", str(setup["run"]), "--no-progress",
-                 "--exposure-days", "0.1", "--device", "cpu", *extra])
+                 "--exposure-days", D1, "--device", "cpu", *extra])
 
 
 def test_outputs_keep_the_input_affine(setup, tmp_path, capsys):
@@ -44,7 +46,7 @@ def test_outputs_keep_the_input_affine(setup, tmp_path, capsys):
     probabilities = np.asarray(nib.load(files["probabilities"]).dataobj)
     np.testing.assert_array_equal(label, probabilities.argmax(-1))
     record = json.loads(Path(files["record"]).read_text())
-    assert record["image_units"] == ["mean_theta2_rad2"] and record["exposure_days"] == 0.1
+    assert record["image_units"] == ["mean_theta2_rad2"] and record["exposure_days"] == float(D1)
     assert record["settings"]["roi_size"] == [16, 16, 8]
 
 
@@ -63,7 +65,7 @@ def test_case_folder_and_tta_write_uncertainty(setup, tmp_path, capsys):
                  "--no-progress", "--roi", "20", "20", "12"])
     assert code == 0
     files = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert Path(files["uncertainty"]).name == f"{setup['case'].name}_0.05d_uncertainty.nii.gz"  # shortest exposure
+    assert Path(files["uncertainty"]).name == f"{setup['case'].name}_{D0}d_uncertainty.nii.gz"  # shortest exposure
     std = np.asarray(nib.load(files["label_uncertainty"]).dataobj)
     assert std.shape == (20, 20, 10) and std.min() >= 0
     np.testing.assert_array_equal(nib.load(files["image"]).affine, load_nifti(setup["case"] / "label.nii.gz")[1])
@@ -78,7 +80,10 @@ def _write(path, array, affine=AFFINE):
     "make, message",
     [
         (lambda s, d: _write(d / "spacing.nii.gz", s["array"], np.diag([5.0, 5.0, 5.0, 1.0])), "spacing"),
-        (lambda s, d: _write(d / "one.nii.gz", s["array"][..., 1]), "expected raw statistics (X, Y, Z, 3)"),
+        (lambda s, d: _write(d / "one.nii.gz", s["array"][..., 1]), "expected raw statistics (X, Y, Z, C)"),
+        (lambda s, d: _write(d / "five.nii.gz", s["array"][..., :5]), "5 channels and no channel names"),
+        (lambda s, d: save_nifti_affine(d / "named.nii.gz", s["array"][..., :2], AFFINE, channels=["count", "x"]),
+         "unknown statistics channel(s) ['x']"),
         (lambda s, d: _write(d / "nan.nii.gz", np.where(s["array"] == s["array"].max(), np.nan, s["array"])),
          "NaN"),
         (lambda s, d: d / "missing.nii.gz", "no such NIfTI file"),
@@ -87,7 +92,7 @@ def _write(path, array, affine=AFFINE):
 def test_bad_inputs_exit_2_with_one_line(setup, tmp_path, capsys, make, message):
     path = make(setup, tmp_path)
     code = main(["infer", str(path), "--out", str(tmp_path / "out"), "--run", str(setup["run"]),
-                 "--exposure-days", "0.1", "--no-progress"])
+                 "--exposure-days", D1, "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
@@ -98,8 +103,8 @@ def test_bad_inputs_exit_2_with_one_line(setup, tmp_path, capsys, make, message)
     [
         (["--run", "{root}/nowhere"], "no such run folder"),
         (["--run", "{run}"], "exposure-conditioned"),  # no --exposure-days for a NIfTI
-        (["--run", "{run}", "--segmenter", "{run}", "--exposure-days", "0.1"], "segmenter goes after an upsample"),
-        (["--checkpoint", "{root}/block.nii.gz", "--exposure-days", "0.1"], "corrupted or unreadable checkpoint"),
+        (["--run", "{run}", "--segmenter", "{run}", "--exposure-days", D1], "segmenter goes after an upsample"),
+        (["--checkpoint", "{root}/block.nii.gz", "--exposure-days", D1], "corrupted or unreadable checkpoint"),
     ],
 )
 def test_model_errors_exit_2(setup, tmp_path, capsys, extra, message):

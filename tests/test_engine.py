@@ -10,6 +10,7 @@ import torch
 
 from volumetric.checkpoint import build_net, check_compatible, load_checkpoint, save_checkpoint
 from volumetric.config import load_config
+from volumetric.schema import CHANNEL_NAMES
 from volumetric.engine import Batcher, Distributed, InputPipeline, run_training
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -47,13 +48,14 @@ def test_each_task_writes_a_complete_run_folder(task, tiny_dataset, tmp_path):
     assert all(key in m for m in val)
     for name in ("last.pt", "best.pt"):
         ckpt = load_checkpoint(run / "checkpoints" / name)
-        assert ckpt["task"] == task and ckpt["normalisation"]["name"] == "log-moments/1"
+        assert ckpt["task"] == task and ckpt["normalisation"]["name"] == "channels/1"
+        assert ckpt["data"]["channels"] == list(CHANNEL_NAMES)
         assert ckpt["data"]["voxel_mm"] == 10.0 and ckpt["data"]["fingerprint"]
         assert ckpt["data"]["exposure_range_days"][0] > 0
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["step"] == 4 and (last["critic"] is not None) == (task == "upsample")
     net = build_net(last["net"], last["net_state"])  # rebuilt from the file alone
-    out = net(torch.zeros(1, 3, 16, 16, 8), torch.ones(1))
+    out = net(torch.zeros(1, len(CHANNEL_NAMES), 16, 16, 8), torch.ones(1))
     assert (out["logits"] if task == "joint" else out).shape[2:] == (16, 16, 8)
 
 
@@ -133,11 +135,11 @@ def test_existing_run_folder_refused(tiny_dataset, tmp_path):
 
 def test_segment_on_upsampled_input(tiny_dataset, tmp_path):
     up = _train("upsample", tiny_dataset, tmp_path, "up", "train.steps=2", "train.mode=l1",
-                "data.target_channels=[1]", "validation.every=0")
+                "data.target_channels=[sum_theta2_rad2]", "validation.every=0")
     seg = _train("segment", tiny_dataset, tmp_path, "seg", "train.steps=2", "model.segment_input=both",
                  f"model.upsampler={up['run_dir']}/checkpoints/last.pt", "validation.every=0")
     ckpt = load_checkpoint(Path(seg["run_dir"]) / "checkpoints" / "last.pt")
-    assert ckpt["net"]["kwargs"]["in_channels"] == 3 + 1  # raw + upsampled mean theta^2
+    assert ckpt["net"]["kwargs"]["in_channels"] == len(CHANNEL_NAMES) + 1  # raw + upsampled mean theta^2
     assert ckpt["upsampler"]["net"]["kwargs"]["out_channels"] == 1
     assert ckpt["normalisation"] == load_checkpoint(Path(up["run_dir"]) / "checkpoints" / "last.pt")["normalisation"]
 
@@ -157,7 +159,7 @@ def test_batches_depend_only_on_seed_and_step(tiny_dataset):
     first = batcher.get(5, 1)
     batcher.get(6, 0)
     again = batcher.get(5, 1)
-    assert first["image"].shape == (4, 3, 16, 16, 8) and first["label"].dtype == torch.int64
+    assert first["image"].shape == (4, len(CHANNEL_NAMES), 16, 16, 8) and first["label"].dtype == torch.int64
     assert all(torch.equal(first[k], again[k]) for k in first)
     # two ranks split one draw of batch_size * world_size cases
     ranks = [Batcher(dataset, 2, 3, Distributed(r, 2, r), torch.device("cpu")).indices(5, 1) for r in (0, 1)]
@@ -222,7 +224,7 @@ def test_exported_weights_are_smaller_and_predict_the_same(tiny_dataset, tmp_pat
     assert out.stat().st_size < 0.6 * last.stat().st_size
     full, small = load_checkpoint(last), load_checkpoint(out)
     assert "optimizer" not in small and small["normalisation"] == full["normalisation"]
-    x = torch.randn(1, 3, 16, 16, 8)
+    x = torch.randn(1, len(CHANNEL_NAMES), 16, 16, 8)
     with torch.no_grad():
         a = build_net(full["net"], full["net_state"]).eval()(x, torch.tensor([0.1]))
         b = build_net(small["net"], small["net_state"]).eval()(x, torch.tensor([0.1]))

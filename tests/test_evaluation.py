@@ -11,9 +11,13 @@ import pytest
 
 from volumetric import evaluation as ev
 from volumetric.metrics import ObjectInfo, ssim_3d
+from volumetric.dataset import PRESETS
 from volumetric.predictor import normalise_input
+from volumetric.schema import LEGACY_CHANNEL_NAMES
 
 from test_predictor import case_raw, train_tiny
+
+D0, D1, _, TARGET = PRESETS["tiny"].checkpoints_days  # tiny exposures (days)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,7 +113,7 @@ FAST = ["--roi", "20", "20", "12", "--device", "cpu", "--no-progress"]  # one wi
 def test_evaluate_py_writes_summary_csv_and_plots(name, runs, tiny_dataset, tmp_path, capsys):
     run, segmenter, sources, with_dice, with_ssim, plots = CASES[name]
     argv = ["--run", str(runs[run]), "--data", str(tiny_dataset), "--out", str(tmp_path / "report"),
-            "--exposures", "0.05", "0.1", *FAST]
+            "--exposures", f"{D0:g}", f"{D1:g}", *FAST]
     argv += ["--segmenter", str(runs[segmenter])] if segmenter else []
     argv += [] if plots else ["--no-plots"]
     assert _evaluate_main()(argv) == 0
@@ -123,13 +127,13 @@ def test_evaluate_py_writes_summary_csv_and_plots(name, runs, tiny_dataset, tmp_
     assert [(r["source"], float(r["ssim"] or "nan")) for r in table][:1] == [(rows[0]["source"], rows[0]["ssim"])]
     assert len(table) == len(rows)
     for source in sources:
-        entry = summary["per_exposure"][source]["0.05"]
+        entry = summary["per_exposure"][source][f"{D0:g}"]
         assert (entry.get("mean_dice") is not None) == (source in with_dice)
         assert (entry.get("ssim") is not None) == (source in with_ssim)
     for row in rows:
         if row["source"] != "raw" and row["source"] in with_ssim:
             assert row["ssim_equivalent_status"] in ("below", "inside", "above")
-    montages = list((tmp_path / "report" / "montages").glob("*_0.05d.png"))
+    montages = list((tmp_path / "report" / "montages").glob(f"*_{D0:g}d.png"))
     if not plots:
         assert summary["plots"] == [] and montages == []
         return
@@ -142,27 +146,28 @@ def test_evaluate_py_writes_summary_csv_and_plots(name, runs, tiny_dataset, tmp_
 def test_raw_numbers_are_recomputable_and_means_match_rows(runs, tiny_dataset, tmp_path):
     from volumetric.predictor import WindowSettings
 
-    summary = ev.evaluate(runs["upsample"], tiny_dataset, tmp_path, exposures=[0.05, 0.1],
+    summary = ev.evaluate(runs["upsample"], tiny_dataset, tmp_path, exposures=[D0, D1],
                           segmenter=runs["segment"], settings=WindowSettings(roi_size=(20, 20, 12)),
                           progress=False, plots=False)
     case = summary["cases"][0]
     norm = summary["scale"]["normalisation"]
-    target = normalise_input(case_raw(tiny_dataset, case, 0.5), norm)[1].numpy()
-    raw = normalise_input(case_raw(tiny_dataset, case, 0.1), norm)[1].numpy()
-    row = next(r for r in summary["rows"] if r["source"] == "raw" and r["exposure_days"] == 0.1)
+    # the metric channel is normalised mean theta^2: the count and sum theta^2 channels (0 and 1) of the files
+    target = normalise_input(case_raw(tiny_dataset, case, TARGET)[:2], norm, LEGACY_CHANNEL_NAMES[:2])[1].numpy()
+    raw = normalise_input(case_raw(tiny_dataset, case, D1)[:2], norm, LEGACY_CHANNEL_NAMES[:2])[1].numpy()
+    row = next(r for r in summary["rows"] if r["source"] == "raw" and r["exposure_days"] == D1)
     expected = ssim_3d(raw, target, float(target.max() - target.min()))
     assert row["ssim"] == pytest.approx(expected, rel=1e-6)
-    assert summary["raw_curve"]["0.1"]["ssim"] == pytest.approx(expected, rel=1e-6)
+    assert summary["raw_curve"][f"{D1:g}"]["ssim"] == pytest.approx(expected, rel=1e-6)
     ups = [r for r in summary["rows"] if r["source"] == "upsampled"]
     assert summary["means"]["upsampled"]["mean_dice"] == pytest.approx(np.mean([r["mean_dice"] for r in ups]))
-    objects = [o for o in summary["objects"] if o["source"] == "upsampled" and o["exposure_days"] == 0.05]
+    objects = [o for o in summary["objects"] if o["source"] == "upsampled" and o["exposure_days"] == D0]
     voids = [o for o in objects if o["kind"] == "void"]
-    assert next(r for r in ups if r["exposure_days"] == 0.05)["voids"] == len(voids)
+    assert next(r for r in ups if r["exposure_days"] == D0)["voids"] == len(voids)
 
 
 def test_evaluate_refuses_existing_report_and_bad_arguments(runs, tiny_dataset, tmp_path, capsys):
     main = _evaluate_main()
-    base = ["--run", str(runs["segment"]), "--data", str(tiny_dataset), "--out", str(tmp_path), "--exposures", "0.05",
+    base = ["--run", str(runs["segment"]), "--data", str(tiny_dataset), "--out", str(tmp_path), "--exposures", f"{D0:g}",
             "--no-plots", *FAST]
     assert main(base) == 0
     before = (tmp_path / "summary.json").read_text()

@@ -9,7 +9,8 @@ from volumetric.case import simulate_case
 from volumetric.cli import main
 from volumetric.geometry import sample_block, save_geometry
 from volumetric.importers import fit_side, read_csv_hits, read_track_file, reconstruct_case
-from volumetric.io import load_nifti
+from volumetric.io import load_nifti, statistics_channels
+from volumetric.schema import CHANNEL_NAMES
 
 DAYS = [0.02, 0.05]
 
@@ -35,6 +36,9 @@ def test_tracks_round_trip_reproduces_the_case(simulated, tmp_path, capsys):
         np.testing.assert_array_equal(affine_a, affine_b)
         if name.startswith("exposures"):
             np.testing.assert_array_equal(a[..., 0], b[..., 0])  # counts per voxel: exact
+            path = CHANNEL_NAMES.index("path_count")
+            np.testing.assert_array_equal(a[..., path], b[..., path])  # path channels from the same lines
+            assert statistics_channels(out / name) == list(CHANNEL_NAMES)
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
         else:
             np.testing.assert_array_equal(a, b)
@@ -43,7 +47,7 @@ def test_tracks_round_trip_reproduces_the_case(simulated, tmp_path, capsys):
 def test_without_geometry_the_case_has_no_labels(simulated, tmp_path):
     summary = reconstruct_case(simulated / "tracks.h5", tmp_path / "nolabel", 10.0, [0.05])
     assert not summary["has_labels"] and not (tmp_path / "nolabel/label.nii.gz").exists()
-    assert load_nifti(tmp_path / "nolabel/exposures/0.05d.nii.gz")[0].shape == (20, 20, 10, 3)
+    assert load_nifti(tmp_path / "nolabel/exposures/0.05d.nii.gz")[0].shape == (20, 20, 10, len(CHANNEL_NAMES))
 
 
 def _write_csv(path, rows, header):

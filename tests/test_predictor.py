@@ -20,9 +20,15 @@ from volumetric.predictor import (
     run_model,
 )
 
+from volumetric.config import DEFAULT_TARGET_CHANNELS
+from volumetric.dataset import PRESETS
+from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ONE_WINDOW = WindowSettings(roi_size=(20, 20, 12))  # the whole 20x20x10 tiny block in one window
 NORM = {"name": "log-moments/1", "count_log_scale": 2.0, "theta2_ref_rad2": 1e-3}
+LEGACY = list(LEGACY_CHANNEL_NAMES)
+D0 = PRESETS["tiny"].checkpoints_days[0]  # the shortest tiny exposure (days)
 
 
 def train_tiny(config: str, dataset, out, name: str, *extra: str) -> Path:
@@ -35,7 +41,7 @@ def train_tiny(config: str, dataset, out, name: str, *extra: str) -> Path:
     return Path(train_from_config(load_config(CONFIGS / config, overrides))["run_dir"])
 
 
-def case_raw(dataset, name: str | None = None, days: float = 0.05) -> torch.Tensor:
+def case_raw(dataset, name: str | None = None, days: float = D0) -> torch.Tensor:
     from volumetric.io import load_nifti
 
     name = name or sorted((Path(dataset) / "cases").iterdir())[0].name
@@ -55,11 +61,15 @@ def runs(tiny_dataset, tmp_path_factory):
 
 def test_physical_channels_are_per_muon_means():
     image = torch.tensor([1.0, math.log(2.0), math.log(3.0)]).reshape(3, 1, 1, 1)
-    phys = physical_channels(image, [0, 1, 2], NORM)
+    phys = physical_channels(image, LEGACY, NORM)
     np.testing.assert_allclose(phys.flatten().numpy(), [math.expm1(2.0), 1e-3, 2 * 1e-6], rtol=1e-5)
-    np.testing.assert_allclose(normalised_channels(phys, [0, 1, 2], NORM).numpy(), image.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(normalised_channels(phys, LEGACY, NORM).numpy(), image.numpy(), rtol=1e-5)
     # one channel only (mean theta^2): no count needed; negative outputs clip to 0
-    np.testing.assert_allclose(physical_channels(torch.tensor([[[[-1.0]]]]), [1], NORM).item(), 0.0)
+    np.testing.assert_allclose(physical_channels(torch.tensor([[[[-1.0]]]]), ["sum_theta2_rad2"], NORM).item(), 0.0)
+    # a mean of ln(theta) may be negative: c std + mean, not clipped
+    log_norm = {"name": "channels/1", "channels": {"count": {"scale": 2.0}, "sum_log_theta": {"mean": -5.0, "std": 2.0}}}
+    value = physical_channels(torch.tensor([[[[0.5]]]]), ["sum_log_theta"], log_norm).item()
+    assert value == pytest.approx(-4.0)
 
 
 def test_normalise_input_matches_the_documented_formula():
@@ -71,10 +81,11 @@ def test_normalise_input_matches_the_documented_formula():
 def test_compose_input_replaces_predicted_channels_and_converts_scale():
     raw = torch.zeros(3, 2, 2, 2)
     image = torch.full((1, 2, 2, 2), math.log(2.0))  # mean theta^2 = r1 = 1e-3
-    same = compose_input(raw, image, [1], NORM, NORM)
+    same = compose_input(raw, image, ["sum_theta2_rad2"], NORM, NORM)
     assert torch.equal(same[1], image[0]) and torch.equal(same[[0, 2]], raw[[0, 2]])
     other = {**NORM, "theta2_ref_rad2": 2e-3}  # 1e-3 rad^2 is half the other reference: log1p(0.5)
-    np.testing.assert_allclose(compose_input(raw, image, [1], NORM, other)[1].numpy(), math.log(1.5), rtol=1e-6)
+    np.testing.assert_allclose(compose_input(raw, image, ["sum_theta2_rad2"], NORM, other)[1].numpy(), math.log(1.5),
+                               rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- TTA
@@ -134,7 +145,8 @@ def test_tta_identity_gives_input_back_with_no_uncertainty_and_asymmetric_net_do
 
 def test_load_model_rebuilds_the_training_pipeline(runs):
     up = load_model(runs["upsample"])
-    assert up.task == "upsample" and up.image_channels == [0, 1, 2] and up.conditioned
+    assert up.task == "upsample" and up.image_channels == list(DEFAULT_TARGET_CHANNELS) and up.conditioned
+    assert up.channels == CHANNEL_NAMES
     assert up.source.name == "best.pt" and up.roi_size == (16, 16, 8) and up.voxel_mm == 10.0
     seg = load_model(runs["segment"] / "checkpoints" / "last.pt")
     assert seg.task == "segment" and seg.image_channels is None and seg.segment_input == "raw"
@@ -143,21 +155,22 @@ def test_load_model_rebuilds_the_training_pipeline(runs):
 def test_predict_upsampler_image_scales_and_segmenter_chain(runs, tiny_dataset):
     up, seg = load_model(runs["upsample"]), load_model(runs["segment"])
     raw = case_raw(tiny_dataset)
-    pred = predict(up, raw, exposure_days=0.05, voxel_mm=10.0, settings=ONE_WINDOW)
+    pred = predict(up, raw, exposure_days=D0, voxel_mm=10.0, settings=ONE_WINDOW)
     assert pred.image.shape == (3, 20, 20, 10) and pred.label is None and pred.image_std is None
-    torch.testing.assert_close(pred.image_physical, physical_channels(pred.image, [0, 1, 2], up.normalisation))
-    chain = predict(up, raw, 0.05, 10.0, segmenter=seg, settings=ONE_WINDOW)
+    torch.testing.assert_close(pred.image_physical, physical_channels(pred.image, pred.image_channels,
+                                                                      up.normalisation))
+    chain = predict(up, raw, D0, 10.0, segmenter=seg, settings=ONE_WINDOW)
     torch.testing.assert_close(chain.image, pred.image)
-    composed = compose_input(normalise_input(raw, seg.normalisation), pred.image, [0, 1, 2], up.normalisation,
-                             seg.normalisation)
-    direct = run_model(seg, composed, 0.05, ONE_WINDOW)
+    composed = compose_input(normalise_input(raw, seg.normalisation, seg.channels), pred.image, pred.image_channels,
+                             up.normalisation, seg.normalisation, seg.channels)
+    direct = run_model(seg, composed, D0, ONE_WINDOW)
     assert chain.label.shape == (20, 20, 10) and torch.equal(chain.label, direct.label)
     torch.testing.assert_close(chain.probabilities.sum(0), torch.ones(20, 20, 10))
 
 
 def test_predict_with_tta_returns_uncertainty(runs, tiny_dataset):
     seg = load_model(runs["segment"])
-    pred = predict(seg, case_raw(tiny_dataset), 0.05, 10.0, settings=WindowSettings(roi_size=(20, 20, 12), tta=True))
+    pred = predict(seg, case_raw(tiny_dataset), D0, 10.0, settings=WindowSettings(roi_size=(20, 20, 12), tta=True))
     assert pred.label_std.shape == (20, 20, 10) and float(pred.label_std.min()) >= 0
 
 
@@ -172,14 +185,14 @@ def test_predict_with_tta_returns_uncertainty(runs, tiny_dataset):
 def test_bad_volumes_are_refused(runs, tiny_dataset, change, error, message):
     up = load_model(runs["upsample"])
     with pytest.raises(error, match=message):
-        predict(up, change(case_raw(tiny_dataset)), 0.05, 10.0)
+        predict(up, change(case_raw(tiny_dataset)), D0, 10.0)
 
 
 def test_model_compatibility_checks(runs, tiny_dataset, tmp_path):
     up = load_model(runs["upsample"])
     raw = case_raw(tiny_dataset)
     with pytest.raises(ValueError, match="differs from the model's training voxel size 10 mm"):
-        predict(up, raw, 0.05, voxel_mm=5.0)
+        predict(up, raw, D0, voxel_mm=5.0)
     with pytest.raises(ValueError, match="exposure-conditioned"):
         predict(up, raw, None, 10.0)
     with pytest.warns(UserWarning, match="outside the model's training range"):
@@ -191,4 +204,16 @@ def test_model_compatibility_checks(runs, tiny_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no checkpoints"):
         load_model(tmp_path / "empty")
     with pytest.raises(ValueError, match="segmenter goes after an upsample run"):
-        predict(load_model(runs["segment"]), raw, 0.05, 10.0, segmenter=load_model(runs["segment"]))
+        predict(load_model(runs["segment"]), raw, D0, 10.0, segmenter=load_model(runs["segment"]))
+
+
+def test_channels_are_picked_by_name(runs, tiny_dataset):
+    seg = load_model(runs["segment"])
+    raw = case_raw(tiny_dataset)
+    order = list(reversed(range(len(CHANNEL_NAMES))))
+    shuffled = [CHANNEL_NAMES[i] for i in order]
+    a = predict(seg, raw, D0, 10.0, settings=ONE_WINDOW)
+    b = predict(seg, raw[order], D0, 10.0, settings=ONE_WINDOW, channels=shuffled)
+    assert torch.equal(a.label, b.label)
+    with pytest.raises(ValueError, match=r"channel\(s\) \['path_count'"):
+        predict(seg, raw[:6], D0, 10.0, channels=CHANNEL_NAMES[:6])

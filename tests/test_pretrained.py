@@ -25,7 +25,7 @@ def test_shipped_segmenter_reproduces_the_recorded_dice_on_the_heldout_block():
     shipped = manifest()
     heldout = shipped["heldout"]
     fixture = ROOT / heldout["fixture"]
-    raw, _, _, _ = read_input(fixture / "input.nii.gz")
+    raw, _, _, _, _ = read_input(fixture / "input.nii.gz")
     label = predict(load_pretrained("segmenter"), raw, heldout["days"], shipped["voxel_mm"]).label.numpy()
     truth, _ = load_nifti(fixture / "label.nii.gz")
     dice = dice_iou_per_class(label, np.asarray(truth, np.int64), len(CLASSES))["dice"]
@@ -39,6 +39,6 @@ def test_shipped_segmenter_reproduces_the_recorded_dice_on_the_heldout_block():
 
 def test_shipped_upsampler_refuses_another_voxel_size():
     shipped = manifest()
-    raw, _, _, _ = read_input(ROOT / shipped["heldout"]["fixture"] / "input.nii.gz")
+    raw, _, _, _, _ = read_input(ROOT / shipped["heldout"]["fixture"] / "input.nii.gz")
     with pytest.raises(ValueError, match="voxel size"):
         predict(load_pretrained("upsampler"), raw, shipped["input_days"], voxel_mm=2.0)

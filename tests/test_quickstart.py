@@ -20,7 +20,7 @@ def weights(tiny_dataset, tmp_path_factory):
     for role, config in (("upsampler", "upsample_tiny.yaml"), ("segmenter", "segment_tiny.yaml")):
         run = train_tiny(config, tiny_dataset, root / "runs", role)
         export_weights(run / "checkpoints" / "last.pt", folder / f"{role}.pt")
-    manifest = {"input_days": 0.05, "voxel_mm": 10.0,
+    manifest = {"input_days": 0.1, "voxel_mm": 10.0,  # inside the tiny runs' training range
                 "models": {"upsampler": {"file": "upsampler.pt"}, "segmenter": {"file": "segmenter.pt"}}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
@@ -30,7 +30,7 @@ def test_quickstart_writes_volumes_objects_and_montage(weights, tmp_path):
     block = Block(size_mm=(200.0, 200.0, 100.0), voids=[Void(centre_mm=(100.0, 100.0, 50.0), diameter_mm=40.0)])
     out = tmp_path / "demo"
     summary = run_quickstart(out, block, seed=1, progress=False, weights_dir=weights)
-    raw, raw_affine = load_nifti(out / "case" / "exposures" / "0.05d.nii.gz")
+    raw, raw_affine = load_nifti(out / "case" / "exposures" / "0.1d.nii.gz")
     for key in ("upsampled", "label"):
         array, affine = load_nifti(summary["files"][key])
         assert array.shape == raw.shape[:3]

@@ -328,7 +328,7 @@ def physical_channels(image: torch.Tensor, channels: Sequence[str], normalisatio
 
     Quantities that cannot be negative (counts, means of theta^2 and theta^4, fractions) are clipped at 0.
     """
-    out = []
+    normalisation, out = check_normalisation(normalisation), []
     for i, name in enumerate(channels):
         value = normalised_to_per_muon(image[i].double(), name, normalisation)
         out.append(value.clamp_min(0) if non_negative(name) else value)
@@ -337,6 +337,7 @@ def physical_channels(image: torch.Tensor, channels: Sequence[str], normalisatio
 
 def normalised_channels(physical: torch.Tensor, channels: Sequence[str], normalisation: dict) -> torch.Tensor:
     """Inverse of :func:`physical_channels` (per-muon values -> normalised channels)."""
+    normalisation = check_normalisation(normalisation)
     return torch.stack([per_muon_to_normalised(physical[i].double(), name, normalisation)
                         for i, name in enumerate(channels)]).float()
 
