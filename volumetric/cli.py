@@ -52,6 +52,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _default_threshold_mrad() -> float:
+    from volumetric.schema import DEFAULT_THETA_THRESHOLD_RAD
+
+    return DEFAULT_THETA_THRESHOLD_RAD * 1e3
+
+
+def _add_threshold_option(parser, prefix: str) -> None:
+    parser.add_argument("--theta-threshold-mrad", type=_positive_float, default=_default_threshold_mrad(),
+                        help=f"{prefix}angle above which a muon counts in the *_above_threshold channels, mrad "
+                             f"(default %(default)g; recorded in simulation.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="volumetric", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=_positive_float, nargs="+",
                      help="with --geometry: exposure checkpoints in days (fractions allowed), e.g. 0.25 1 3")
     sim.add_argument("--voxel-mm", type=_positive_float, help="with --geometry: voxel edge in mm")
+    _add_threshold_option(sim, "with --geometry: ")
     sim.add_argument("--cases", type=int, default=None, help="with --preset: number of cases of the dataset")
     sim.add_argument("--shard", type=_shard, default=(1, 1),
                      help="with --preset: i/n, write only cases j with j %% n == i-1 (e.g. 1/2 and 2/2)")
@@ -77,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--days", required=True, type=_positive_float, nargs="+",
                      help="exposure checkpoints in days (one value, the acquisition time, if the tracks have no t_s)")
     rec.add_argument("--out", required=True, type=Path, help="output case folder (refused if non-empty)")
+    _add_threshold_option(rec, "")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     demo = sub.add_parser("demo", help="quickstart: simulate the reference block, run the shipped models, "
                                        "write the upsampled volume, label map, montage and object list")
@@ -109,7 +123,7 @@ def _run_train(args) -> int:
 
 def _add_infer_parser(sub) -> None:
     infer = sub.add_parser("infer", help="predict a whole block (NIfTI file or case folder) with a trained run")
-    infer.add_argument("input", type=Path, help="raw statistics NIfTI (X, Y, Z, 3) or a dataset case folder")
+    infer.add_argument("input", type=Path, help="raw statistics NIfTI (X, Y, Z, C) or a dataset case folder")
     infer.add_argument("--out", required=True, type=Path, help="output folder (files <stem>_upsampled/_label...)")
     model = infer.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", type=Path, help="run folder (its checkpoints/best.pt, else last.pt)")
@@ -185,7 +199,7 @@ def _run_simulation(args) -> int:
     summary = simulate_case(
         block, args.out, args.voxel_mm, days, seed=args.seed, detector=detector, rate_hz_per_m2=args.rate_hz_per_m2,
         method=args.method, save_tracks=args.save_tracks, device=_device(args.device),
-        progress=not args.no_progress, overwrite=args.overwrite,
+        progress=not args.no_progress, overwrite=args.overwrite, theta_threshold_rad=args.theta_threshold_mrad * 1e-3,
     )
     counts = summary["counts"]
     print(json.dumps({"out": str(args.out), "days": days, "voxel_mm": args.voxel_mm, "seconds": summary["seconds"],
@@ -228,7 +242,9 @@ def _check_simulate_args(parser: argparse.ArgumentParser, args) -> None:
     else:
         extra = [flag for flag, bad in (("--days", args.days is not None), ("--voxel-mm", args.voxel_mm is not None),
                                         ("--save-tracks", args.save_tracks is not None),
-                                        ("--overwrite", args.overwrite)) if bad]
+                                        ("--overwrite", args.overwrite),
+                                        ("--theta-threshold-mrad", args.theta_threshold_mrad != _default_threshold_mrad()))
+                 if bad]
         if args.cases is None or args.cases < 1:
             parser.error("simulate --preset needs --cases N (N >= 1)")
         if extra:
@@ -255,7 +271,8 @@ def _run_reconstruct(args) -> int:
 
     block = load_geometry(args.geometry) if args.geometry is not None else None
     summary = reconstruct_case(args.tracks, args.out, args.voxel_mm, sorted(set(args.days)), geometry=block,
-                               block_size_mm=args.block_size_mm, overwrite=args.overwrite)
+                               block_size_mm=args.block_size_mm, overwrite=args.overwrite,
+                               theta_threshold_rad=args.theta_threshold_mrad * 1e-3)
     print(json.dumps({"out": str(args.out), "muons_per_exposure": summary["muons_per_exposure"],
                       "labels": summary["has_labels"]}))
     return 0
