@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from volumetric.dataset import PRESETS  # noqa: E402
 
 # name, config stem (configs/<stem>_<scale>.yaml), extra overrides ({runs} is the runs folder)
 MODELS = (
@@ -45,8 +47,10 @@ MODELS = (
 )
 
 
-# evaluated inputs at the cpu preset: 0.25, 1, 5, 21, 75 full-scale-equivalent days (x15.625)
-CPU_EXPOSURES_DAYS = (0.016, 0.064, 0.32, 1.344, 4.8)
+# evaluated inputs at the cpu preset: these full-scale-equivalent days (checkpoints of the calibrated preset)
+CPU_EQUIVALENT_DAYS = (0.25, 1.0, 5.0, 21.0, 75.0)
+CPU_EXPOSURES_DAYS = tuple(PRESETS["cpu"].checkpoints_days[PRESETS["cpu"].equivalent_days.index(d)]
+                           for d in CPU_EQUIVALENT_DAYS)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

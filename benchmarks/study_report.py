@@ -2,9 +2,9 @@
 
 Every number in the report is read from ``<study>/eval/<model>/summary.json`` (written by
 ``evaluate.py``) or ``<study>/train/<model>.json`` (the training summary); the plots are copied
-next to the report. Exposures are given in dataset days and, for the ``cpu`` preset, in
-full-scale-equivalent days (x15.625: the same expected muons per voxel as the 2 mm reference,
-see docs/dataset_format.md).
+next to the report. Exposures are given in dataset (simulated) days and, where ``dataset.json``
+records them, in full-scale-equivalent days (the same mean PoCA points per voxel as the 1 m block
+at 2 mm; see docs/dataset_format.md).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from volumetric.dataset import CLASS_NAMES  # noqa: E402
+from volumetric.dataset import CLASS_NAMES, equivalent_days  # noqa: E402
 
 CLASSES = CLASS_NAMES[1:]  # foreground classes
-FULL_PER_CPU_DAY = 15.625  # (5 mm / 2 mm)^3: muons per voxel of a cpu-preset day vs a full-preset day
 LABELS = {
     "up3d": "3D upsampler (cWGAN-GP)",
     "up2d": "2D slice-wise upsampler (cWGAN-GP)",
@@ -39,8 +38,10 @@ def _fmt(value, digits=3) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def _days(d: float, scale: str) -> str:
-    return f"{d:.3g} ({d * FULL_PER_CPU_DAY:.3g})" if scale == "cpu" else f"{d:.3g}"
+def _days(d: float, equivalent: dict[float, float]) -> str:
+    """Dataset days, with the full-scale-equivalent days in brackets when known."""
+    label = next((e for k, e in equivalent.items() if math.isclose(k, d, rel_tol=1e-6)), None)
+    return f"{d:.3g} ({label:.3g})" if label is not None else f"{d:.3g}"
 
 
 def _git_commit() -> str:
@@ -60,7 +61,7 @@ def _per(summary: dict, source: str, days: float) -> dict:
     return table.get(str(days)) or table.get(f"{days:g}") or {}
 
 
-def _quality_table(summaries, scale) -> list[str]:
+def _quality_table(summaries, equivalent) -> list[str]:
     image_models = [n for n in ("up3d", "up2d", "joint3d") if n in summaries]
     if not image_models:
         return []
@@ -72,12 +73,12 @@ def _quality_table(summaries, scale) -> list[str]:
         raw = _per(first, "raw", d)
         ssim = [_fmt(_per(summaries[n], MODEL_SOURCE[n], d).get("ssim")) for n in image_models]
         psnr = [_fmt(_per(summaries[n], MODEL_SOURCE[n], d).get("psnr_db")) for n in image_models]
-        lines.append(f"| {_days(d, scale)} | {_fmt(raw.get('ssim'))} | " + " | ".join(ssim)
+        lines.append(f"| {_days(d, equivalent)} | {_fmt(raw.get('ssim'))} | " + " | ".join(ssim)
                      + f" | {_fmt(raw.get('psnr_db'))} | " + " | ".join(psnr) + " |")
     return lines
 
 
-def _equivalent_table(summaries, scale) -> list[str]:
+def _equivalent_table(summaries, equivalent) -> list[str]:
     lines = ["| model | input days (full-eq.) | SSIM-equivalent days (full-eq.) | PSNR-equivalent days (full-eq.) |",
              "|---|---|---|---|"]
     for name in ("up3d", "up2d", "joint3d"):
@@ -88,13 +89,13 @@ def _equivalent_table(summaries, scale) -> list[str]:
             cells = []
             for key in ("ssim", "psnr"):
                 value, status = row.get(f"{key}_equivalent_days"), row.get(f"{key}_equivalent_status")
-                text = _days(value, scale) if value is not None else "-"
+                text = _days(value, equivalent) if value is not None else "-"
                 cells.append(text + (f" ({status})" if status not in (None, "inside") else ""))
-            lines.append(f"| {name} | {_days(d, scale)} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {name} | {_days(d, equivalent)} | {cells[0]} | {cells[1]} |")
     return lines
 
 
-def _dice_table(summaries, scale) -> list[str]:
+def _dice_table(summaries, equivalent) -> list[str]:
     seg_models = [n for n in ("seg3d", "seg2d", "seg3d_up", "joint3d") if n in summaries]
     lines = ["| model | input days (full-eq.) | " + " | ".join(f"Dice {c}" for c in CLASSES) + " | mean |",
              "|---|---|" + "---|" * (len(CLASSES) + 1)]
@@ -102,11 +103,11 @@ def _dice_table(summaries, scale) -> list[str]:
         for d in summaries[name]["exposures_days"]:
             row = _per(summaries[name], MODEL_SOURCE[name], d)
             dice = [_fmt(row.get(f"dice_{c}")) for c in CLASSES]
-            lines.append(f"| {name} | {_days(d, scale)} | " + " | ".join(dice) + f" | {_fmt(row.get('mean_dice'))} |")
+            lines.append(f"| {name} | {_days(d, equivalent)} | " + " | ".join(dice) + f" | {_fmt(row.get('mean_dice'))} |")
     return lines
 
 
-def _void_table(summaries, scale) -> list[str]:
+def _void_table(summaries, equivalent) -> list[str]:
     lines = ["| model | input days | void diameter bin (mm): found / count |", "|---|---|---|"]
     for name in ("seg3d", "seg2d", "seg3d_up", "joint3d"):
         if name not in summaries:
@@ -114,11 +115,11 @@ def _void_table(summaries, scale) -> list[str]:
         for d in summaries[name]["exposures_days"]:
             bins = _per(summaries[name], MODEL_SOURCE[name], d).get("void_detection_by_diameter") or []
             text = ", ".join(f"{b['lo_mm']:g}-{b['hi_mm']:g}: {b['found']}/{b['count']}" for b in bins if b["count"])
-            lines.append(f"| {name} | {_days(d, scale)} | {text or 'no voids'} |")
+            lines.append(f"| {name} | {_days(d, equivalent)} | {text or 'no voids'} |")
     return lines
 
 
-def _smear_table(summaries, scale) -> list[str]:
+def _smear_table(summaries, equivalent) -> list[str]:
     lines = ["| source | input days (full-eq.) | z-smear of the image (mm) | z-smear of the class mask (mm) |",
              "|---|---|---|---|"]
     rows = [("raw", next(iter(summaries.values())), "raw")]
@@ -126,7 +127,7 @@ def _smear_table(summaries, scale) -> list[str]:
     for label, summary, source in rows:
         for d in summary["exposures_days"][:2]:
             row = _per(summary, source, d)
-            lines.append(f"| {label} | {_days(d, scale)} | {_fmt(row.get('z_smear_image_mm'))} | "
+            lines.append(f"| {label} | {_days(d, equivalent)} | {_fmt(row.get('z_smear_image_mm'))} | "
                          f"{_fmt(row.get('z_smear_label_mm'))} |")
     return lines
 
@@ -147,6 +148,7 @@ def write_report(args, trained: dict[str, dict], evaluations: dict[str, Path], c
     """Write the markdown report ``args.results`` (and its plots folder next to it)."""
     summaries = _load(evaluations)
     first = next(iter(summaries.values()))
+    equivalent = equivalent_days(json.loads((Path(args.data) / "dataset.json").read_text()))
     data = first["data"]
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +159,9 @@ def write_report(args, trained: dict[str, dict], evaluations: dict[str, Path], c
         "evaluation summaries that run wrote (`evaluate.py` on the held-out test split); nothing is typed by hand.",
         "",
         f"Dataset `{data['name']}` (fingerprint `{data['fingerprint']}`), {data['voxel_mm']:g} mm voxels, "
-        f"test cases: {', '.join(first['cases'])}. Exposures are dataset days"
-        + (" and, in brackets, full-scale-equivalent days (x15.625: the same muons per voxel as the 2 mm "
-           "reference)." if args.scale == "cpu" else "."),
+        f"test cases: {', '.join(first['cases'])}. Exposures are dataset (simulated) days"
+        + (" and, in brackets, full-scale-equivalent days (the same mean PoCA points per voxel as the 1 m block "
+           "at 2 mm, from dataset.json)." if equivalent else "."),
         f"Training budget: {args.budget_min:g} wall-clock minutes per model on this 2-core machine, one model "
         "after the other (the machine was shared with other work, so budgets bought unequal step counts).",
         "",
@@ -177,7 +179,7 @@ def write_report(args, trained: dict[str, dict], evaluations: dict[str, Path], c
         ("z-smearing (extra spread along z as an equivalent Gaussian sigma; lower is better)", _smear_table),
     ]
     for title, table in sections:
-        body = table(summaries, args.scale)
+        body = table(summaries, equivalent)
         if body:
             lines += ["", f"## {title}", "", *body]
     links = _copy_plots(evaluations, out.parent / (out.stem + "_plots"))

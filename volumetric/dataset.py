@@ -40,6 +40,7 @@ __all__ = [
     "FORMATS_READ",
     "CLASS_NAMES",
     "dataset_channels",
+    "equivalent_days",
     "SPLITS",
     "Preset",
     "PRESETS",
@@ -141,6 +142,15 @@ class DatasetInfo:
 def dataset_channels(meta: dict) -> tuple[str, ...]:
     """Channel names a ``dataset.json`` declares (``volumetric-dataset/1`` without the key: the legacy three)."""
     return tuple(meta.get("statistics_channels") or LEGACY_CHANNEL_NAMES)
+
+
+def equivalent_days(meta: dict) -> dict[float, float]:
+    """``{simulated checkpoint days: full-scale-equivalent days}`` of a ``dataset.json`` (empty if not recorded)."""
+    labels = meta.get("equivalent_days") or []
+    days = meta.get("checkpoints_days") or []
+    if labels and len(labels) != len(days):
+        raise ValueError("dataset.json: 'equivalent_days' must be a list parallel to 'checkpoints_days'")
+    return {float(d): float(e) for d, e in zip(days, labels)}
 
 
 def case_name(index: int) -> str:

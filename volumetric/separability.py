@@ -277,20 +277,14 @@ def dataset_case_folders(root, split: str = "test") -> list[Path]:
 
 
 def dataset_equivalent_days(root) -> dict[float, float] | None:
-    """``{checkpoint days: full-scale-equivalent days}`` from ``dataset.json`` ``equivalent_days``, or None.
+    """``{checkpoint days: full-scale-equivalent days}`` from ``dataset.json``, or None if not recorded.
 
     Raises:
         ValueError: if ``equivalent_days`` is not parallel to ``checkpoints_days``.
     """
-    path = Path(root) / "dataset.json"
-    meta = _read_json(path)
-    equivalent = meta.get("equivalent_days")
-    if equivalent is None:
-        return None
-    days = meta.get("checkpoints_days") or []
-    if not isinstance(equivalent, list) or len(equivalent) != len(days):
-        raise ValueError(f"{path}: 'equivalent_days' must be a list parallel to 'checkpoints_days'")
-    return {float(d): float(e) for d, e in zip(days, equivalent)}
+    from volumetric.dataset import equivalent_days
+
+    return equivalent_days(_read_json(Path(root) / "dataset.json")) or None
 
 
 def _scored_labels(folder: Path, trim_layers: int) -> np.ndarray:
