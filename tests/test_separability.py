@@ -249,3 +249,21 @@ def test_benchmark_writes_markdown_and_one_json_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--cases", str(tmp_path / "a"), "--out-md", str(out)])  # refuses to overwrite
     bench.main(["--cases", str(tmp_path / "a"), "--out-md", str(out), "--overwrite"])
+
+
+@pytest.mark.slow
+def test_reference_block_targets(tmp_path, capsys):
+    """The issue's targets on examples/reference_block.json at 5 mm (simulates ~80e6 muons: ~5-10 min).
+
+    Path features find voids (smoothed path mean ln theta AUC <= 0.3 at the 1-day and <= 0.05 at the
+    100-day equivalent) and PoCA mean ln theta separates rebar better than PoCA mean theta^2.
+    """
+    bench = _benchmark()
+    bench.main(["--reference", str(tmp_path / "ref"), "--out-md", str(tmp_path / "sep.md")])
+    by_days = {e["equivalent_days"]: e for e in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["exposures"]}
+    assert by_days[1.0]["void_auc_path_mean_log_theta_smoothed"] <= 0.3
+    assert by_days[100.0]["void_auc_path_mean_log_theta_smoothed"] <= 0.05
+    for entry in by_days.values():
+        for key in ("raw", "smoothed"):
+            log, theta2 = entry[f"rebar_mean_log_theta_{key}"], entry[f"rebar_mean_theta2_rad2_{key}"]
+            assert log["auc"] > theta2["auc"] and log["cnr"] > theta2["cnr"]
