@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from volumetric.cli import device_arg
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0])
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window in voxels (default: each run's validation window or patch size)")
     p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
     p.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--device", default="auto", help="where windows run: auto, cpu, cuda")
+    p.add_argument("--device", type=device_arg, default="auto", help="where windows run: auto, cpu, cuda, cuda:N")
     p.add_argument("--tta", action="store_true", help="average predictions over the 8 XY flips/rotations")
     p.add_argument("--threshold", type=float, default=0.5, help="fraction of an object's voxels to count it found")
     p.add_argument("--overwrite", action="store_true", help="replace an existing summary in --out")

@@ -2,9 +2,10 @@
 
 Exports the chosen runs' ``best.pt`` as inference-only float16 checkpoints, copies one held-out
 test block (its input at ``--days`` and its true label map) to ``tests/fixtures/heldout/``, and
-writes ``volumetric/weights/manifest.json`` with the Dice that ``evaluate.py`` recorded for that
-block in the study (``dice_study``) and the Dice the exported weights give on it
-(``dice_exported``). ``tests/test_pretrained.py`` checks the shipped weights reproduce the
+writes ``volumetric/weights/manifest.json`` with each file's sha256 (checked by
+:func:`volumetric.pretrained.pretrained_path` before a shipped file is used), the Dice that
+``evaluate.py`` recorded for that block in the study (``dice_study``) and the Dice the exported
+weights give on it (``dice_exported``). ``tests/test_pretrained.py`` checks the shipped weights reproduce the
 recorded Dice. Usage::
 
     python benchmarks/ship_weights.py --study study/cpu --data data/cpu \
@@ -28,7 +29,7 @@ from study_report import MODEL_SOURCE  # noqa: E402
 from volumetric.case import exposure_filename  # noqa: E402
 from volumetric.checkpoint import export_weights, load_checkpoint  # noqa: E402
 from volumetric.dataset import CLASS_NAMES, load_dataset  # noqa: E402
-from volumetric.pretrained import WEIGHTS_DIR  # noqa: E402
+from volumetric.pretrained import WEIGHTS_DIR, file_sha256  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "heldout"
 
@@ -69,10 +70,12 @@ def _exported_dice(segmenter: Path, case_dir: Path, days: float, voxel_mm: float
 
 
 def _model_entry(run: Path, file: Path) -> dict:
+    """Manifest entry of one exported model: its provenance, size (bytes) and sha256."""
     ckpt = load_checkpoint(file)
     return {"file": file.name, "run": run.name, "task": ckpt["task"], "net": ckpt["net"]["name"],
             "step": ckpt["step"], "dataset": ckpt["data"].get("dataset_name"),
-            "fingerprint": ckpt["data"].get("fingerprint"), "size_bytes": file.stat().st_size}
+            "fingerprint": ckpt["data"].get("fingerprint"), "size_bytes": file.stat().st_size,
+            "sha256": file_sha256(file)}
 
 
 def main(argv=None) -> None:

@@ -42,3 +42,10 @@ def test_shipped_upsampler_refuses_another_voxel_size():
     raw, _, _, _, _ = read_input(ROOT / shipped["heldout"]["fixture"] / "input.nii.gz")
     with pytest.raises(ValueError, match="voxel size"):
         predict(load_pretrained("upsampler"), raw, shipped["input_days"], voxel_mm=2.0)
+
+
+def test_manifest_records_each_shipped_file_sha256():
+    from volumetric.pretrained import file_sha256
+
+    for role, entry in manifest()["models"].items():
+        assert file_sha256(WEIGHTS_DIR / entry["file"]) == entry["sha256"], role

@@ -18,11 +18,15 @@ plain Python values only, so it loads with ``torch.load(weights_only=True)``:
 ``rng``             torch CPU (and CUDA) generator states
 ``best``            ``{"metric", "value", "step"}`` of the best validation so far
 ``config``          the resolved config (plain dict)
+``weights_sha256``  ``{part: hex}``: :func:`weights_digest` of ``net_state``, ``critic_state`` and
+                    ``upsampler`` (its ``state``) as written; checked on load (absent in
+                    checkpoints written before it existed, which load unchecked)
 ==================  ===========================================================================
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -39,19 +43,80 @@ __all__ = [
     "build_net",
     "check_compatible",
     "export_weights",
+    "weights_digest",
+    "verify_weights",
 ]
 
 FORMAT = "volumetric-checkpoint/1"
 
 
+def weights_digest(state: dict) -> str:
+    """Canonical sha256 of a state dict, independent of device and memory layout.
+
+    Hashes, for each key in sorted order, the key, the tensor's dtype and shape and its raw
+    bytes in logical (row-major) order; non-tensor entries hash their ``repr``.
+
+    Args:
+        state: a ``{name: tensor}`` mapping (``nn.Module.state_dict()``).
+
+    Returns:
+        The hex digest (64 characters).
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state, key=str):
+        value = state[key]
+        digest.update(f"{key}\0".encode())
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().to("cpu").reshape(-1).contiguous()
+            digest.update(f"{flat.dtype}\0{tuple(value.shape)}\0".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(f"{value!r}\0".encode())
+    return digest.hexdigest()
+
+
+def _weight_parts(payload: dict) -> dict:
+    """The state dicts of a checkpoint payload whose digest is stored: ``{part: state}``."""
+    parts = {name: payload.get(name) for name in ("net_state", "critic_state")}
+    upsampler = payload.get("upsampler")
+    parts["upsampler"] = upsampler.get("state") if isinstance(upsampler, dict) else None
+    return {name: state for name, state in parts.items() if isinstance(state, dict)}
+
+
+def verify_weights(payload: dict, path: str | Path) -> None:
+    """Check the weights of a loaded checkpoint against its stored ``weights_sha256``.
+
+    Checkpoints without ``weights_sha256`` (written before it existed) pass unchecked.
+
+    Raises:
+        ValueError: naming ``path`` and the part, when a digest differs or a stored part is missing.
+    """
+    stored = payload.get("weights_sha256")
+    if stored is None:
+        return
+    parts = _weight_parts(payload)
+    if not isinstance(stored, dict) or any(name not in parts for name in stored):
+        raise ValueError(f"{path}: weights digest mismatch: the file is corrupted (damaged weights_sha256 entry)")
+    for name, expected in stored.items():
+        if weights_digest(parts[name]) != expected:
+            raise ValueError(f"{path}: weights digest mismatch: the file is corrupted ({name} differs from "
+                             f"the weights saved)")
+
+
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``).
 
-    A crash during the write leaves the previous file intact.
+    A crash during the write leaves the previous file intact. The file also holds
+    ``weights_sha256``, the :func:`weights_digest` of each state dict (``net_state``,
+    ``critic_state``, ``upsampler``), which :func:`load_checkpoint` verifies; ``payload`` itself
+    is not modified.
 
     Returns:
         The path written.
     """
+    parts = _weight_parts(payload)
+    if parts:
+        payload = {**payload, "weights_sha256": {name: weights_digest(state) for name, state in parts.items()}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -69,7 +134,7 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` and check its format.
+    """Load a checkpoint with ``weights_only=True``, check its format and its weights digest.
 
     Args:
         path: a ``.pt`` file, or a run folder (its ``checkpoints/best.pt``, else ``last.pt``).
@@ -77,8 +142,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: for a truncated/corrupted file or one that is not a volumetric checkpoint,
-            naming the file.
+        ValueError: for an empty, truncated or corrupted file (including weights that differ from
+            the stored ``weights_sha256``) or one that is not a volumetric checkpoint, naming the file.
     """
     path = Path(path)
     if path.is_dir():
@@ -89,19 +154,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes): corrupted or incompletely copied checkpoint")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
-        raise ValueError(
-            f"{path}: corrupted or unreadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from None
+        raise ValueError(f"{path}: corrupted or unreadable checkpoint ({_first_line(err)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: not a {FORMAT} checkpoint (format {found!r})")
     for key in ("net", "net_state", "step"):
         if key not in payload:
             raise ValueError(f"{path}: checkpoint lacks key {key!r} (corrupted?)")
+    verify_weights(payload, path)
     return payload
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters), for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
 
 
 def build_net(spec: dict, state: dict | None = None) -> nn.Module:
@@ -181,6 +253,9 @@ def _half(state: dict) -> dict:
 
 def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
     """Write an inference-only copy of a checkpoint (no optimiser, critic or RNG state).
+
+    The source's weights digest is verified on reading, and the copy gets the digest of its own
+    (possibly float16) weights.
 
     The copy keeps the format, net spec, normalisation and dataset metadata, so
     :func:`load_checkpoint` and :func:`build_net` read it like any checkpoint; with ``half`` the

@@ -8,10 +8,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "device_arg", "positive_int"]
+
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def device_arg(text: str) -> str:
+    """argparse type of ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (syntax only).
+
+    Whether CUDA is present is checked when the command runs
+    (:func:`volumetric.predictor.resolve_device`).
+    """
+    if not _DEVICE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be >= 1 (e.g. ``--threads``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -39,8 +64,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="master seed (same seed, same bytes)")
     p.add_argument("--method", choices=("straight", "stepwise"), default="straight",
                    help="transport: closed form along the entry line (fast) or step by step (reference)")
-    p.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="torch device: auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: faster than 2 on a 2-core machine, see benchmarks/simulate.py)")
     p.add_argument("--rate-hz-per-m2", type=_positive_float, default=166.7,
                    help="sky-plane muon rate, Hz/m^2 (166.7 = 14.4e6 muons/day/m^2, the reference)")
@@ -112,9 +138,37 @@ def _add_train_parser(sub) -> None:
                             "e.g. train.steps=N to extend)")
 
 
+def _check_train_config(args) -> None:
+    """Refuse a bad ``train.device`` or ``train.threads`` before a run folder is made.
+
+    Reads the config as :func:`volumetric.engine.run_training` will (the run's ``config.yaml``
+    when resuming), so a typo costs no stray run folder (whose name a corrected rerun could not reuse).
+
+    Raises:
+        ValueError: for a device other than auto, cpu, cuda, cuda:N (or CUDA requested but absent),
+            or threads < 1.
+    """
+    from volumetric.config import load_config
+    from volumetric.predictor import resolve_device
+
+    if args.config is None and args.resume is None:
+        return  # run_training says what is missing
+    path = args.config if args.resume is None else Path(args.resume) / "config.yaml"
+    train = load_config(path, args.overrides).train
+    if not isinstance(train.device, str) or not _DEVICE_NAME.fullmatch(train.device):
+        raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
+    try:
+        resolve_device(train.device)
+    except ValueError:
+        raise ValueError(f"train.device={train.device!r} but CUDA is not available; use train.device=cpu") from None
+    if train.threads is not None and train.threads < 1:
+        raise ValueError(f"train.threads must be a positive integer or null, got {train.threads}")
+
+
 def _run_train(args) -> int:
     from volumetric.engine import run_training
 
+    _check_train_config(args)
     summary = run_training(args.config, args.overrides, args.resume)
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary))
@@ -137,7 +191,8 @@ def _add_infer_parser(sub) -> None:
                        help="window in voxels (default: the run's validation window or patch size)")
     infer.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
     infer.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass")
-    infer.add_argument("--device", default="auto", help="where windows run: auto (CUDA if present), cpu, cuda")
+    infer.add_argument("--device", type=device_arg, default="auto",
+                       help="where windows run: auto (CUDA if present), cpu, cuda, cuda:1 ...")
     infer.add_argument("--tta", action="store_true",
                        help="average over the 8 XY flips/rotations and write uncertainty maps (8x slower)")
     infer.add_argument("--probabilities", action="store_true", help="also write class probabilities (X, Y, Z, K)")
@@ -160,12 +215,22 @@ def _run_infer(args) -> int:
     return 0
 
 
-def _device(name: str):
+def _device(name: str) -> str:
+    """Resolve a checked ``--device`` name: ``auto`` -> ``cuda`` if present, else ``cpu``.
+
+    A CUDA device goes through :func:`volumetric.predictor.resolve_device` (``cuda`` without CUDA
+    is a ``ValueError``); it is imported only then because it pulls in MONAI, seconds of
+    start-up that a CPU simulation does not need.
+    """
     import torch
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    from volumetric.predictor import resolve_device
+
+    return str(resolve_device(name))
 
 
 def _reference_geometry_path() -> Path:

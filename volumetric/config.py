@@ -18,6 +18,7 @@ is parsed with ``yaml.safe_load`` so ``optim.lr=1e-3``, ``data.patch_size=[16,16
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -344,6 +345,10 @@ def _check(config: Config) -> None:
             raise ValueError(f"{name} must be distinct channel names among {', '.join(CHANNEL_NAMES)}; got {channels}")
     if config.validation.metric not in (None, "l1", "dice"):
         raise ValueError(f"validation.metric must be null, 'l1' or 'dice', got {config.validation.metric!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", str(t.device)):
+        raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+    if t.threads is not None and t.threads < 1:
+        raise ValueError(f"train.threads must be a positive integer or null, got {t.threads}")
     if t.max_minutes is not None and not t.max_minutes > 0:
         raise ValueError(f"train.max_minutes must be a positive number of minutes or null, got {t.max_minutes}")
     if config.validation.every < 0:
