@@ -70,3 +70,12 @@ def test_detector_needs_two_stations_per_side_and_clearance():
     det = default_detector((1000, 1000, 200))
     with pytest.raises(ValueError, match="must lie above"):
         det.check_clears(0.0, 500.0)
+
+
+def test_voxel_thicker_than_the_block_is_a_voxel_error_not_a_detector_error(tmp_path):
+    from volumetric.case import simulate_case
+    from volumetric.geometry import Block
+
+    with pytest.raises(ValueError, match=r"voxel 300 mm is larger than the block's smallest dimension 200 mm"):
+        simulate_case(Block(), tmp_path / "case", 300.0, [0.001], progress=False)
+    assert not list(tmp_path.iterdir())

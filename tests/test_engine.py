@@ -133,6 +133,54 @@ def test_existing_run_folder_refused(tiny_dataset, tmp_path):
         _train("segment", tiny_dataset, tmp_path, "taken", "train.steps=1")
 
 
+def test_failed_start_leaves_no_run_folder_and_can_be_retried(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="model.name='nope': unknown net 'nope'"):
+        _train("segment", tiny_dataset, tmp_path, "retry", "model.name=nope")
+    with pytest.raises(FileNotFoundError, match="nonexistent/dataset.json: no such file"):
+        _train("segment", tiny_dataset, tmp_path, "retry", f"data.path={tmp_path / 'nonexistent'}")
+    assert not (tmp_path / "retry").exists()
+    summary = _train("segment", tiny_dataset, tmp_path, "retry", "train.steps=1", "validation.every=0")
+    assert summary["steps"] == 1 and (tmp_path / "retry" / "checkpoints" / "last.pt").is_file()
+
+
+def test_failure_before_the_first_checkpoint_removes_the_run_folder(tiny_dataset, tmp_path, monkeypatch):
+    import volumetric.engine as engine
+
+    def crash(run):
+        engine._log(run, {"step": 1, "split": "train", "loss": 1.0})
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engine, "_loop", crash)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _train("segment", tiny_dataset, tmp_path, "crash")
+    assert not (tmp_path / "crash").exists()
+    (tmp_path / "empty").mkdir()  # a folder given empty is left empty
+    with pytest.raises(RuntimeError):
+        _train("segment", tiny_dataset, tmp_path, "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_resume_rolls_the_log_back_to_the_checkpoint(tiny_dataset, tmp_path):
+    run = Path(_train("segment", tiny_dataset, tmp_path, "cut", "train.steps=2", "train.log_every=1",
+                      "validation.every=1", "train.checkpoint_every=2")["run_dir"])
+    with open(run / "metrics.jsonl", "a") as f:  # a run killed after logging step 3, before its checkpoint
+        f.write(json.dumps({"step": 3, "split": "train", "dice_ce": 99.0}) + "\n")
+        f.write(json.dumps({"step": 3, "split": "val", "val_dice": 0.99}) + "\n")
+        f.write('{"step": 4, "spl')  # a line torn by the kill
+    run_training(None, ["train.steps=3"], resume=run)
+    lines = _metrics(run)
+    for split in ("train", "val"):
+        assert [m["step"] for m in lines if m["split"] == split] == [1, 2, 3]
+    assert all(m.get("dice_ce") != 99.0 and m.get("val_dice") != 0.99 for m in lines)
+
+
+def test_patch_larger_than_the_volumes_refused(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"data.patch_size \[64, 64, 8\] is larger than the dataset's volumes: "
+                                         r"shape \[20, 20, 10\]"):
+        _train("segment", tiny_dataset, tmp_path, "big", "data.patch_size=[64,64,8]")
+    assert not (tmp_path / "big").exists()
+
+
 def test_segment_on_upsampled_input(tiny_dataset, tmp_path):
     up = _train("upsample", tiny_dataset, tmp_path, "up", "train.steps=2", "train.mode=l1",
                 "data.target_channels=[sum_theta2_rad2]", "validation.every=0")

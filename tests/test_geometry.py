@@ -18,12 +18,14 @@ from volumetric.geometry import (
     LABEL_REBAR,
     LABEL_UNKNOWN,
     LABEL_VOID,
+    REFERENCE_SIZE_MM,
     STRAND_AREA_MM2,
     Block,
     Duct,
     RebarGrid,
     Unknown,
     Void,
+    check_voxel_size,
     grid_shape,
     load_geometry,
     rasterise,
@@ -291,9 +293,20 @@ def test_sampler_rejects_non_generator():
 # ----------------------------------------------------------------------------- rasterisation
 
 
-def test_grid_shape_rounds_up():
+def test_grid_shape_needs_a_voxel_that_divides_the_block():
     assert grid_shape(Block(), 2.0) == (500, 500, 100)
-    assert grid_shape(Block(size_mm=(10.5, 4.0, 3.0)), 2.0) == (6, 2, 2)
+    assert grid_shape(Block(size_mm=(120.0, 96.0, 60.0)), 4.0 / 3.0) == (90, 72, 45)  # within the tolerance
+    with pytest.raises(ValueError, match=r"block size 1000 mm is not a multiple of voxel 7 mm "
+                                         r"\(block 1000 x 1000 x 200 mm\); try 6.25 or 8 mm"):
+        grid_shape(Block(), 7.0)  # used to round up to 143 voxels: a 1001 mm grid
+    with pytest.raises(ValueError, match=r"block size 10.5 mm is not a multiple of voxel 2 mm .*; try 0.5 mm"):
+        grid_shape(Block(size_mm=(10.5, 4.0, 3.0)), 2.0)
+
+
+def test_voxel_larger_than_the_block_refused():
+    with pytest.raises(ValueError, match=r"voxel 300 mm is larger than the block's smallest dimension 200 mm"):
+        check_voxel_size(REFERENCE_SIZE_MM, 300.0)
+    assert check_voxel_size(REFERENCE_SIZE_MM, 200.0) == 200.0
 
 
 @pytest.mark.parametrize(("voxel_mm", "supersample"), [(0.0, 3), (-1.0, 3), (float("nan"), 3), (1.0, 0), (1.0, 1.5)])
@@ -388,14 +401,11 @@ def test_scattering_maps_pure_materials():
     assert result.label.shape == (40, 40, 40) and result.voxel_mm == 1.0
 
 
-def test_overhang_beyond_block_is_air():
-    result = rasterise(Block(size_mm=(10.5, 4.0, 4.0)), 2.0, supersample=4)
-    assert result.label.shape == (6, 2, 2) and (result.label == 0).all()
-    inv_c, inv_air = 1 / MATERIALS["concrete"].x0_mm, 1 / MATERIALS["air"].x0_mm
-    # Last x voxel covers 10..12 mm: a quarter of its sub-points (x = 10.25) is inside the block.
-    np.testing.assert_allclose(result.inv_x0_per_mm[-1], 0.25 * inv_c + 0.75 * inv_air, rtol=1e-6)
-    assert (result.material_id[-1] == material_id("air")).all()
-    np.testing.assert_allclose(result.inv_x0_per_mm[:-1], inv_c, rtol=1e-6)
+def test_rasterise_refuses_a_grid_that_overhangs_the_block():
+    with pytest.raises(ValueError, match="block size 10.5 mm is not a multiple of voxel 2 mm"):
+        rasterise(Block(size_mm=(10.5, 4.0, 4.0)), 2.0, supersample=4)
+    result = rasterise(Block(size_mm=(10.5, 4.5, 3.0)), 1.5, supersample=4)
+    assert result.label.shape == (7, 3, 2) and (result.material_id == material_id("concrete")).all()
 
 
 def test_priority_void_over_unknown_over_duct_over_rebar():

@@ -11,10 +11,11 @@ Folder layout (all NIfTI ``(X, Y, Z[, C])``, z up, affine = voxel size and block
     simulation.json             settings, seed, detector, muon counts, measured PoCA points and path
                                 tracks per voxel of every exposure, software version
     preview.png                 XY and XZ slices of mean theta^2 and of the label map
+    .volumetric-output          marker: written by volumetric (``--overwrite`` clears only marked folders)
 
 The folder is built under a temporary name and renamed into place when complete, so a killed
 run leaves no half-written case under the final name. An existing non-empty folder is never
-overwritten unless asked.
+overwritten unless asked, and never if it lacks the marker (:func:`check_output_folder`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import numpy as np
 import torch
 
 from volumetric.detector import Detector, default_detector
-from volumetric.geometry import Block, RasterisedBlock, rasterise, save_geometry
-from volumetric.io import TrackWriter, save_nifti, save_statistics
+from volumetric.geometry import Block, RasterisedBlock, check_voxel_size, rasterise, save_geometry
+from volumetric.io import OUTPUT_MARKER, TrackWriter, has_output_marker, save_nifti, save_statistics
+from volumetric.io import write_output_marker
 from volumetric.muons import EcoMugFlux
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
 from volumetric.report import mean_theta2_mrad2, save_slice_montage
@@ -55,11 +57,26 @@ def exposure_filename(days: float) -> str:
 
 
 def check_output_folder(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``overwrite``; a file in the way is always an error."""
+    """Check that ``out_dir`` may receive (or, with ``overwrite``, lose) an output folder.
+
+    A folder holding nothing but the :data:`~volumetric.io.OUTPUT_MARKER` counts as empty.
+    A non-empty folder is refused unless ``overwrite``, and even then unless it carries the
+    marker, so that ``--overwrite`` never deletes files volumetric did not write.
+
+    Raises:
+        FileExistsError: for a file in the way, a non-empty folder without ``overwrite``, or a
+            non-empty folder without the marker.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if not out_dir.is_dir() or all(p.name == OUTPUT_MARKER for p in out_dir.iterdir()):
+        return
+    if not overwrite:
         raise FileExistsError(f"{out_dir}: folder exists and is not empty; pass --overwrite or choose another --out")
+    if not has_output_marker(out_dir):
+        raise FileExistsError(f"{out_dir}: holds files not written by volumetric (no {OUTPUT_MARKER} marker); "
+                              f"refusing to delete them; choose another --out")
 
 
 def _track_records(muons: DetectedMuons) -> dict[str, np.ndarray]:
@@ -117,8 +134,13 @@ def simulate_case(
 
     Returns:
         The ``simulation.json`` content (settings, counts, timing).
+
+    Raises:
+        ValueError: for a voxel that does not tile the block (:func:`volumetric.geometry.check_voxel_size`).
+        FileExistsError: for an output folder that may not be replaced (:func:`check_output_folder`).
     """
     out_dir = Path(out_dir)
+    check_voxel_size(block.size_mm, voxel_mm)
     check_output_folder(out_dir, overwrite)
     if save_tracks is not None and Path(save_tracks).exists():
         raise FileExistsError(f"{save_tracks}: tracks file exists; choose another path or delete it")
@@ -130,6 +152,7 @@ def simulate_case(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
+        write_output_marker(work, "volumetric.case.simulate_case")
         summary = _write_case(block, work, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
                               save_tracks, device, progress, settings)
         if out_dir.exists():

@@ -28,6 +28,13 @@ Exposure-conditioned nets (``conditioning: film|channel``) receive ``exposure_da
     checkpoints/best.pt   at the best validation (``validation.metric``)
     tensorboard/          events, only when tensorboard is installed
 
+The folder is created only once the run is built (nets, datasets, settings checked), and a fresh
+start that fails before its first checkpoint removes it again, so the same ``train.run_name`` can
+be retried. ``--resume`` rolls ``metrics.jsonl`` back to the checkpoint's step (lines logged after
+it are dropped, atomically): the resumed run logs those steps again.
+
+A training patch (``data.patch_size``) larger than the dataset's volumes is refused.
+
 Validation metrics are in-training checks on the validation split, never the reported result
 (that comes from whole-volume evaluation of the test split).
 
@@ -52,6 +59,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -329,7 +337,10 @@ def _check_kind(name: str, expected: str, where: str) -> None:
     import nets  # noqa: F401
     from nets.registry import net_kind
 
-    kind = net_kind(name)
+    try:
+        kind = net_kind(name)
+    except ValueError as err:
+        raise ValueError(f"{where}={name!r}: {err}") from None
     if kind != expected:
         raise ValueError(f"{where}={name!r} is a {kind!r} net; this task needs a {expected!r} net")
 
@@ -357,6 +368,33 @@ def _load_upsampler(config: Config, device: torch.device):
               "normalisation": ckpt["normalisation"], "fingerprint": ckpt["data"].get("fingerprint"),
               "path": str(config.model.upsampler)}
     return net, record
+
+
+def _check_settings(config: Config) -> None:
+    """Settings checks that need no data or weights: net kinds, the patch against the dataset's shape."""
+    task = config.train.task
+    _check_kind(config.model.name, "joint" if task == "joint" else "dense", "model.name")
+    if task == "upsample" and config.train.mode == "gan":
+        _check_kind(config.critic.name, "critic", "critic.name")
+    _check_patch_fits(config.data.patch_size, config.data.path)
+
+
+def _dataset_shape(path) -> list | None:
+    """``shape`` of ``dataset.json`` in ``path``, or ``None`` when unreadable (``make_dataset`` names the problem)."""
+    try:
+        meta = json.loads((Path(path) / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return None
+    shape = meta.get("shape") if isinstance(meta, dict) else None
+    return shape if isinstance(shape, list) and len(shape) == 3 else None
+
+
+def _check_patch_fits(patch: Sequence[int], path) -> None:
+    """Refuse a training patch larger than the dataset's volumes on any axis (it would be zero-padded)."""
+    shape = _dataset_shape(path)
+    if shape is not None and any(p > n for p, n in zip(patch, shape)):
+        raise ValueError(f"data.patch_size {list(patch)} is larger than the dataset's volumes: shape {shape} in "
+                         f"{Path(path) / 'dataset.json'}; choose a patch no larger than the shape on every axis")
 
 
 def _datasets(config: Config, normalisation: dict | None):
@@ -399,7 +437,6 @@ def _build_nets(config: Config, upsampler, record, device):
     from nets.registry import create_net
 
     task = config.train.task
-    _check_kind(config.model.name, "joint" if task == "joint" else "dense", "model.name")
     in_channels = len(config.data.input_channels)
     if upsampler is not None:
         up_out = int(getattr(upsampler, "out_channels", len(record["input_channels"])))
@@ -409,7 +446,6 @@ def _build_nets(config: Config, upsampler, record, device):
     _check_patch(config.data.patch_size, net, f"model {config.model.name!r}")
     critic = None
     if task == "upsample" and config.train.mode == "gan":
-        _check_kind(config.critic.name, "critic", "critic.name")
         kwargs = dict(config.critic.kwargs)
         kwargs.setdefault("in_channels", len(config.data.input_channels) + len(config.data.target_channels))
         critic = create_net(config.critic.name, **kwargs)
@@ -431,6 +467,7 @@ def _adam(params, lr: float, betas, weight_decay: float = 0.0) -> torch.optim.Op
 
 def _build_run(config: Config, run_dir: Path, dist: Distributed, resume: dict | None) -> _Run:
     t = config.train
+    _check_settings(config)
     device = resolve_device(t.device, dist)
     cuda = device.type == "cuda"
     channels_last = cuda and t.channels_last
@@ -714,13 +751,16 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _tensorboard_writer(run_dir: Path):
-    """A ``SummaryWriter`` under ``run_dir/tensorboard``, or ``None`` when tensorboard is not installed."""
+def _tensorboard_writer(run_dir: Path, purge_step: int | None = None):
+    """A ``SummaryWriter`` under ``run_dir/tensorboard``, or ``None`` when tensorboard is not installed.
+
+    ``purge_step``: hide the events of steps ``>= purge_step`` (those a resume logs again).
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
 
 def _environment(run: _Run, tensorboard: bool) -> dict:
@@ -755,6 +795,57 @@ def _new_run_dir(config: Config) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{run_dir}: run folder exists; choose another train.run_name or --resume it")
     return run_dir
+
+
+def _open_run_dir(run: _Run, resume: bool) -> None:
+    """Write ``config.yaml`` and the environment, open TensorBoard; on resume roll the log back first."""
+    run_dir = run.run_dir
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_config(run.config, run_dir / "config.yaml")
+    if resume:
+        _roll_back_log(run_dir / "metrics.jsonl", run.step)
+    run.writer = _tensorboard_writer(run_dir, run.step + 1 if resume else None)
+    env = _environment(run, run.writer is not None)
+    if resume:
+        env["resumed_from_step"] = run.step
+    name = "environment.json" if not resume else f"environment-resume-{run.step}.json"
+    (run_dir / name).write_text(json.dumps(env, indent=2))
+
+
+def _logged_by(line: str, step: int) -> bool:
+    """Whether a ``metrics.jsonl`` line is a record of step ``<= step`` (a line torn by a kill is not)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step
+
+
+def _roll_back_log(path: Path, step: int) -> None:
+    """Drop the lines logged after ``step`` (the resumed checkpoint's), atomically: the resumed run logs them again."""
+    from volumetric.io import atomic_path
+
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _logged_by(line, step)]
+    if kept == lines:
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _discard_failed_start(run_dir: Path, existed: bool) -> None:
+    """Remove what a failed fresh start wrote into ``run_dir`` (absent or empty before), unless it saved a checkpoint.
+
+    The folder would otherwise block a retry with the same ``train.run_name`` and could not be
+    resumed. A folder that existed (empty) before the start is left empty.
+    """
+    if any((run_dir / "checkpoints").glob("*.pt")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if existed:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _log(run: _Run, record: dict) -> None:
@@ -928,23 +1019,27 @@ def _train(config: Config, run_dir: str | Path | None, resume: dict | None) -> d
     if run_dir is None:
         run_dir = _on_main(dist, lambda: str(_new_run_dir(config)))
     run_dir = Path(run_dir)
-    if dist.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    run = _build_run(config, run_dir, dist, resume)
-    if dist.is_main:
-        run.writer = _tensorboard_writer(run_dir)
-        env = _environment(run, run.writer is not None)
-        if resume:
-            env["resumed_from_step"] = run.step
-        name = "environment.json" if not resume else f"environment-resume-{run.step}.json"
-        (run_dir / name).write_text(json.dumps(env, indent=2))
+    run = _build_run(config, run_dir, dist, resume)  # all that bad settings break, before any file is written
+    existed = run_dir.exists()
+    ours = not resume and not (existed and any(run_dir.iterdir()))  # only this start writes into it
     try:
+        _open_and_loop(run, bool(resume))
+    except BaseException:
+        if dist.is_main and ours:
+            _discard_failed_start(run_dir, existed)
+        raise
+    return _summary(run)
+
+
+def _open_and_loop(run: _Run, resume: bool) -> None:
+    """Open the run folder (rank 0) and train; the TensorBoard writer is closed however the loop ends."""
+    try:
+        if run.dist.is_main:
+            _open_run_dir(run, resume)
         _loop(run)
     finally:
         if run.writer is not None:
             run.writer.close()
-    return _summary(run)
 
 
 def run_training(config_path: str | Path | None = None, overrides: Sequence[str] = (),

@@ -52,7 +52,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from volumetric.case import check_output_folder
 from volumetric.dataset import CLASS_NAMES, load_dataset
+from volumetric.io import write_output_marker
 from volumetric.metrics import (
     ObjectMatch,
     detection_rate,
@@ -428,6 +430,18 @@ def _provenance(plan: Plan) -> dict:
             for role, m in plan.models.items()}
 
 
+def _check_report_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an existing report unless ``overwrite``, and any other folder that may not be written into.
+
+    Raises:
+        FileExistsError: for ``summary.json`` without ``overwrite``, or a folder refused by
+            :func:`volumetric.case.check_output_folder` (non-empty, or non-empty without the marker).
+    """
+    if (out / "summary.json").exists() and not overwrite:
+        raise FileExistsError(f"{out / 'summary.json'} exists; pass --overwrite or choose another --out")
+    check_output_folder(out, overwrite)
+
+
 def evaluate(
     run: str | Path,
     data: str | Path,
@@ -448,7 +462,8 @@ def evaluate(
     Args:
         run: run folder or checkpoint (upsample, segment or joint).
         data: dataset folder (``dataset.json``).
-        out_dir: report folder; refused if it holds a ``summary.json`` unless ``overwrite``.
+        out_dir: report folder; refused if non-empty unless ``overwrite``, and if non-empty
+            without the marker of a volumetric output folder even then (it gets the marker).
         split: ``train``, ``val``, ``test`` or ``all``.
         segmenter: a segment run applied after an upsample ``run``.
         max_cases: evaluate only the first N cases of the split.
@@ -464,14 +479,14 @@ def evaluate(
         The summary written to ``summary.json`` (NaN as ``None``).
 
     Raises:
-        FileExistsError: for an existing report without ``overwrite``.
+        FileExistsError: for an existing report without ``overwrite``, or a folder holding files
+            volumetric did not write.
         ValueError: for an empty split, an unknown exposure, incompatible models (voxel size).
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    if (out / "summary.json").exists() and not overwrite:
-        raise FileExistsError(f"{out / 'summary.json'} exists; pass --overwrite or choose another --out")
+    _check_report_folder(out, overwrite)
     info = load_dataset(data, check_data=False)
     records = info.split(split)[: max_cases if max_cases is not None else None]
     if not records:
@@ -482,6 +497,7 @@ def evaluate(
     plan = build_plan(run, segmenter, device)
     notes = _check_models(plan, voxel, chosen)
     settings = settings or WindowSettings()
+    write_output_marker(out, "volumetric.evaluation.evaluate")
     rows, objects, curves = [], [], []
     from volumetric import plots as figures
 

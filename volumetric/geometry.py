@@ -29,7 +29,9 @@ Files (:func:`save_geometry`, :func:`load_geometry`): JSON with ``"format":
 "volumetric-geometry/1"``, ``"units": "mm"``, a free-text ``"description"`` and the fields of
 :class:`Block`; unknown keys are errors and every error names the field path.
 
-Rasterisation (:func:`rasterise`): the grid has ``ceil(size / voxel_mm)`` voxels per axis,
+Rasterisation (:func:`rasterise`): the voxel must divide every block dimension (relative
+tolerance ``VOXEL_RTOL``, else ``ValueError`` naming voxels that do); the grid has
+``size / voxel_mm`` voxels per axis,
 voxel ``(i, j, k)`` covering ``[i v, (i+1) v) x [j v, (j+1) v) x [k v, (k+1) v)``, index
 ``k = 0`` at the bottom. Each voxel is evaluated at ``s^3`` sub-points (the centres of an
 ``s x s x s`` sub-grid; a point on a surface counts as inside). The voxel's label is the class
@@ -37,8 +39,8 @@ found at the most sub-points (ties go to the higher-priority class: void > unkno
 rebar > concrete); its material id is the most common material among the sub-points of that
 class (ties: lowest id); the scattering maps are sub-point means of ``1/X0`` and of the
 stopping power (the volume-fraction mixture rule).
-Where the grid overhangs the block (size not a multiple of the voxel) the overhang is air with
-label 0. Only voxels that a surface can cross are sub-sampled; all others take the value at
+Where the grid overhangs the block (by float rounding, within the tolerance) the overhang is air
+with label 0. Only voxels that a surface can cross are sub-sampled; all others take the value at
 their centre, which gives exactly the full ``s^3`` evaluation at a fraction of its cost.
 """
 
@@ -83,6 +85,8 @@ __all__ = [
     "load_geometry",
     "sample_block",
     "RasterisedBlock",
+    "VOXEL_RTOL",
+    "check_voxel_size",
     "grid_shape",
     "rasterise",
 ]
@@ -103,6 +107,8 @@ _DUCT_DIRECTIONS = ("x", "y")
 _FILLS = ("grout", "strands", "empty", "partial")
 _SHAPES = ("sphere", "box", "cylinder")
 _TOL_MM = 1e-9
+#: Relative tolerance of "the voxel divides the block size" (:func:`check_voxel_size`).
+VOXEL_RTOL = 1e-6
 
 
 # --------------------------------------------------------------------------- field checks
@@ -783,10 +789,66 @@ class RasterisedBlock:
 _CHUNK_SUBPOINTS = 1 << 18  # sub-points per refinement chunk: small temporaries stay in cache
 
 
-def grid_shape(block: Block, voxel_mm: float) -> tuple[int, int, int]:
-    """Voxel grid shape ``ceil(size_mm / voxel_mm)`` (a 1e-9 relative slack absorbs rounding)."""
+def _divisors(n: int) -> list[int]:
+    """All positive divisors of ``n >= 1``, ascending."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _dividing_voxels(size_mm: Sequence[float], voxel_mm: float) -> list[float]:
+    """The voxels nearest ``voxel_mm`` (one below, one above) that divide every block dimension.
+
+    Candidates are the divisors of the sizes' greatest common divisor on a micrometre grid;
+    round ones (at most two decimals in mm) are preferred. Empty when the sizes are not on
+    that grid.
+    """
+    microns = [round(s * 1000) for s in size_mm]
+    if any(abs(m - s * 1000) > VOXEL_RTOL * s * 1000 for m, s in zip(microns, size_mm)):
+        return []
+    divisors = _divisors(math.gcd(*microns))
+    pool = [d for d in divisors if d % 10 == 0] or divisors
+    target = voxel_mm * 1000
+    below, above = [d for d in pool if d < target], [d for d in pool if d > target]
+    return [d / 1000 for d in ([max(below)] if below else []) + ([min(above)] if above else [])]
+
+
+def _size_text(size_mm: Sequence[float]) -> str:
+    return " x ".join(f"{s:g}" for s in size_mm)
+
+
+def check_voxel_size(size_mm: Sequence[float], voxel_mm: float) -> float:
+    """Check that a cubic voxel tiles the block exactly; return it as a float.
+
+    Args:
+        size_mm: block ``(x, y, thickness)`` in mm.
+        voxel_mm: voxel edge in mm.
+
+    Raises:
+        ValueError: for a non-positive voxel, a voxel larger than the block's smallest
+            dimension, or one that does not divide every dimension (relative tolerance
+            ``VOXEL_RTOL``); the message names the block, the voxel and voxels that fit.
+    """
     v = _positive(voxel_mm, "voxel_mm")
-    return tuple(max(1, math.ceil(s / v - 1e-9)) for s in block.size_mm)  # type: ignore[return-value]
+    block = f"block {_size_text(size_mm)} mm"
+    if v > min(size_mm) * (1 + VOXEL_RTOL):
+        raise ValueError(f"voxel {v:g} mm is larger than the block's smallest dimension {min(size_mm):g} mm "
+                         f"({block}){_suggestion(size_mm, v)}")
+    for s in size_mm:
+        if abs(s - round(s / v) * v) > VOXEL_RTOL * s:
+            raise ValueError(f"block size {s:g} mm is not a multiple of voxel {v:g} mm ({block})"
+                             f"{_suggestion(size_mm, v)}")
+    return v
+
+
+def _suggestion(size_mm: Sequence[float], voxel_mm: float) -> str:
+    fits = _dividing_voxels(size_mm, voxel_mm)
+    return f"; try {' or '.join(f'{d:g}' for d in fits)} mm" if fits else ""
+
+
+def grid_shape(block: Block, voxel_mm: float) -> tuple[int, int, int]:
+    """Voxel grid shape ``size_mm / voxel_mm``: the voxel must tile the block (:func:`check_voxel_size`)."""
+    v = check_voxel_size(block.size_mm, voxel_mm)
+    return tuple(max(1, round(s / v)) for s in block.size_mm)  # type: ignore[return-value]
 
 
 def _index_range(lo_mm: float, hi_mm: float, voxel_mm: float, n: int) -> slice:
@@ -906,15 +968,16 @@ def rasterise(block: Block, voxel_mm: float, supersample: int = 3) -> Rasterised
 
     Args:
         block: the geometry.
-        voxel_mm: cubic voxel edge in mm (any positive size; the grid is
-            :func:`grid_shape` and any overhang beyond the block is air, label 0).
+        voxel_mm: cubic voxel edge in mm; it must divide every block dimension (the grid is
+            :func:`grid_shape`).
         supersample: sub-points per voxel edge ``s`` (``s^3`` per voxel); 1 samples centres only.
 
     Returns:
         :class:`RasterisedBlock` with ``(X, Y, Z)`` arrays, ``k = 0`` at the bottom face.
 
     Raises:
-        ValueError: for a non-positive voxel size or supersample.
+        ValueError: for a non-positive voxel size or supersample, or a voxel that does not
+            divide the block (:func:`check_voxel_size`).
     """
     v = _positive(voxel_mm, "voxel_mm")
     if isinstance(supersample, bool) or not isinstance(supersample, numbers.Integral) or supersample < 1:

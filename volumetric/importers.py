@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from volumetric.case import check_output_folder, exposure_filename
-from volumetric.geometry import Block, grid_shape, rasterise, save_geometry
-from volumetric.io import read_tracks, save_nifti, save_statistics
+from volumetric.geometry import Block, check_voxel_size, grid_shape, rasterise, save_geometry
+from volumetric.io import read_tracks, save_nifti, save_statistics, write_output_marker
 from volumetric.muons import SECONDS_PER_DAY
 from volumetric.reconstruction import poca
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
@@ -212,13 +212,14 @@ def reconstruct_case(
     out_dir = Path(out_dir)
     check_output_folder(out_dir, overwrite)
     size = _block_size(track_file, geometry, block_size_mm)
+    check_voxel_size(size, voxel_mm)
     tracks = read_track_file(track_file, size)
     masks = _exposure_masks(tracks, days)
-    shape = grid_shape(geometry, voxel_mm) if geometry is not None else tuple(int(np.ceil(s / voxel_mm - 1e-9))
-                                                                              for s in size)
+    shape = grid_shape(geometry, voxel_mm) if geometry is not None else tuple(round(s / voxel_mm) for s in size)
     work = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    write_output_marker(work, "volumetric.importers.reconstruct_case")
     try:
         summary = _write(work, tracks, masks, shape, float(voxel_mm), size, geometry, track_file,
                          float(theta_threshold_rad))

@@ -26,6 +26,9 @@ __all__ = [
     "save_statistics",
     "statistics_channels",
     "atomic_path",
+    "OUTPUT_MARKER",
+    "write_output_marker",
+    "has_output_marker",
     "TRACK_DATASETS",
     "TrackWriter",
     "read_tracks",
@@ -44,6 +47,8 @@ TRACK_DATASETS = {
 NIFTI_COMMENT_CODE = 6  # NIfTI-1 extension code "comment"
 CHANNELS_KEY = "volumetric_channels"
 _VECTOR_DATASETS = {"in_pos_mm", "in_dir", "out_pos_mm", "out_dir", "poca_mm"}
+#: File that marks a folder as written by volumetric: ``--overwrite`` clears only marked folders.
+OUTPUT_MARKER = ".volumetric-output"
 
 
 def nifti_affine(voxel_mm, origin_mm=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -69,6 +74,34 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_output_marker(folder, written_by: str) -> Path:
+    """Create ``folder`` if needed and mark it as an output folder of volumetric.
+
+    The marker (:data:`OUTPUT_MARKER`, JSON ``{"format", "written_by", "software"}``) holds no
+    time, so folders written twice with the same inputs stay identical.
+
+    Args:
+        folder: the output folder (write the marker only into a folder that volumetric
+            created or found empty).
+        written_by: the function that writes the folder, e.g. ``volumetric.case.simulate_case``.
+
+    Returns:
+        The marker's path.
+    """
+    from volumetric import __version__
+
+    path = Path(folder) / OUTPUT_MARKER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": "volumetric-output/1", "written_by": written_by, "software": f"volumetric {__version__}"}
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def has_output_marker(folder) -> bool:
+    """Whether ``folder`` carries the :data:`OUTPUT_MARKER` of :func:`write_output_marker`."""
+    return (Path(folder) / OUTPUT_MARKER).is_file()
 
 
 def save_nifti(path, array: np.ndarray, voxel_mm, origin_mm=(0.0, 0.0, 0.0)) -> Path:

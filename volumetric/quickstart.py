@@ -20,8 +20,8 @@ import numpy as np
 
 from volumetric.case import check_output_folder, exposure_filename, simulate_case
 from volumetric.dataset import CLASS_NAMES
-from volumetric.geometry import Block
-from volumetric.io import load_nifti, save_nifti_affine
+from volumetric.geometry import Block, check_voxel_size
+from volumetric.io import load_nifti, save_nifti_affine, write_output_marker
 from volumetric.metrics import dice_iou_per_class
 from volumetric.objects import find_objects, objects_as_dicts
 from volumetric.pretrained import WEIGHTS_DIR, load_pretrained, manifest
@@ -57,7 +57,8 @@ def run_quickstart(out_dir, block: Block, seed: int = 0, device: str = "cpu", ov
     """Simulate ``block``, run the shipped models, write the outputs into ``out_dir``.
 
     Args:
-        out_dir: output folder (refused if non-empty unless ``overwrite``).
+        out_dir: output folder (refused if non-empty unless ``overwrite``, and if non-empty
+            without the marker of a volumetric output folder even then).
         block: the block to simulate (e.g. the reference block).
         seed: muon seed (same seed, same outputs).
         device: torch device for the simulation and the windows.
@@ -71,9 +72,11 @@ def run_quickstart(out_dir, block: Block, seed: int = 0, device: str = "cpu", ov
         The ``quickstart.json`` content.
     """
     out = Path(out_dir)
-    check_output_folder(out, overwrite)
     shipped = manifest(weights_dir)
     days, voxel_mm = float(shipped["input_days"]), float(shipped["voxel_mm"])
+    check_voxel_size(block.size_mm, voxel_mm)
+    check_output_folder(out, overwrite)
+    write_output_marker(out, "volumetric.quickstart.run_quickstart")
     t0 = time.perf_counter()
     simulate_case(block, out / "case", voxel_mm, [days], seed=seed, device=device, progress=progress,
                   overwrite=True, **simulate_kwargs)
