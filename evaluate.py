@@ -1,6 +1,6 @@
 """Evaluate trained runs on whole test blocks: ``python evaluate.py --run RUN_DIR --data DATA_DIR --out OUT_DIR``.
 
-Thin entry point: parses arguments and calls :func:`volumetric.evaluation.evaluate`, which
+Thin entry point: parses arguments and calls :func:`volumetric.evaluation.evaluate.evaluate`, which
 writes ``summary.json``, ``metrics.csv`` and PNG plots into ``--out`` (see that module for every
 definition); prints one JSON line with the main numbers. Upsample -> segment: ``--run
 UPSAMPLE_RUN --segmenter SEGMENT_RUN``. Errors the user can fix print one line and exit 2.
@@ -48,8 +48,8 @@ def _headline(summary: dict) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from volumetric.evaluation import evaluate
-        from volumetric.predictor import WindowSettings, resolve_device
+        from volumetric.evaluation.evaluate import evaluate
+        from volumetric.infer.predictor import WindowSettings, resolve_device
 
         device = resolve_device(args.device)
         if args.max_cases is not None and args.max_cases < 1:

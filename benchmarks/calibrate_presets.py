@@ -11,7 +11,7 @@ points that land outside the block), so it is measured here, not assumed:
 
 Density = PoCA points inside the block per mm^3 per day. The simulated days of a checkpoint
 labelled D are ``D * (2 mm)^3 * rho_reference / (voxel^3 * rho_preset)``; the script prints that
-factor (``sim_days_per_equivalent_day``) per preset, which ``volumetric.dataset.PRESETS`` records.
+factor (``sim_days_per_equivalent_day``) per preset, which ``volumetric.data.build.PRESETS`` records.
 
     python benchmarks/calibrate_presets.py [--presets cpu tiny] [--blocks 4]
 """
@@ -23,11 +23,11 @@ import json
 import time
 from pathlib import Path
 
-from volumetric.case import material_grid
-from volumetric.dataset import PRESETS, case_block
-from volumetric.detector import default_detector
-from volumetric.geometry import load_geometry, rasterise
-from volumetric.simulate import iter_exposures
+from volumetric.data.case import material_grid
+from volumetric.data.build import PRESETS, case_block
+from volumetric.physics.detector import default_detector
+from volumetric.physics.geometry import load_geometry, rasterise
+from volumetric.physics.simulate import iter_exposures
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_VOXEL_MM = 2.0

@@ -2,7 +2,7 @@
 
 For each block size (``X Y Z`` voxels, one random channel) and a small ``resunet``:
 
-* ``whole_s``: :func:`volumetric.inference.predict_volume` (Gaussian blending, our
+* ``whole_s``: :func:`volumetric.infer.sliding_window.predict_volume` (Gaussian blending, our
   ``sw_batch_size``), windows and stitching on the same device on CPU; on CUDA windows on
   the GPU and stitching on the CPU (``whole_s``) or on the GPU (``whole_gpu_stitch_s``);
 * ``bare_s``: the net's forward alone on the same number of windows, in the same batches;
@@ -34,7 +34,7 @@ from monai.data.utils import dense_patch_slices  # noqa: E402
 from monai.inferers import sliding_window_inference  # noqa: E402
 
 from nets import count_parameters, create_net  # noqa: E402
-from volumetric.inference import predict_volume, resolve_roi  # noqa: E402
+from volumetric.infer.sliding_window import predict_volume, resolve_roi  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

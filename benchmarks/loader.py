@@ -1,6 +1,6 @@
 """Training-loader throughput at the ``cpu`` preset against the train step of a small 3D UNet.
 
-Prints one JSON line: samples/s of ``volumetric.dataset.make_dataset`` (train transforms, 64^3
+Prints one JSON line: samples/s of ``volumetric.data.dataset.make_dataset`` (train transforms, 64^3
 class-balanced patches, batch 2, cached) and the median step time of a MONAI ``UNet``
 (16, 32, 64, 128), forward + backward + Adam (L1 image -> target), measured in the same run:
 fetch and step alternate, so both see the same machine load; medians over ``--batches``.
@@ -72,7 +72,8 @@ def _interleaved(dataset, batch_size, batches, threads):
 def main():
     args = _parse()
     torch.set_num_threads(args.threads)
-    from volumetric.dataset import build_dataset, make_dataset
+    from volumetric.data.build import build_dataset
+    from volumetric.data.dataset import make_dataset
 
     data = args.data or Path(tempfile.mkdtemp(prefix="loader-bench-"))
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Which voxel statistic separates rebar, ducts and voids from concrete: CNR and AUC per exposure.
 
-Scores every feature of :mod:`volumetric.separability` (each statistics channel and the means
+Scores every feature of :mod:`volumetric.evaluation.separability` (each statistics channel and the means
 derived from them, raw and 3x3x3-smoothed) for every exposure, pooled over the given cases, and
 writes a Markdown report; prints one JSON line with the headline numbers.
 
@@ -23,8 +23,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from volumetric.io import atomic_path
-from volumetric.separability import (
+from volumetric.data.io import atomic_path
+from volumetric.evaluation.separability import (
     SCORED_CLASSES,
     case_days,
     dataset_case_folders,
@@ -81,8 +81,8 @@ def reference_case(out_dir: Path) -> Path:
                              f"{settings.get('voxel_mm')}, checkpoints {settings.get('checkpoints_days')}); "
                              "choose another --reference folder")
         return out_dir
-    from volumetric.case import simulate_case
-    from volumetric.geometry import load_geometry
+    from volumetric.data.case import simulate_case
+    from volumetric.physics.geometry import load_geometry
 
     simulate_case(load_geometry(REFERENCE_GEOMETRY), out_dir, voxel_mm=REFERENCE_VOXEL_MM, checkpoints_days=days,
                   seed=0, progress=True)
@@ -155,7 +155,7 @@ def report(rows: list[dict], args, description: str) -> str:
         "",
         f"Scored voxels (all but the top and bottom {args.trim_layers} z-layers, pooled over the cases): {counts}.",
         "",
-        "Features (`volumetric.separability`): each statistics channel as stored (a sum over the voxel's muons) "
+        "Features (`volumetric.evaluation.separability`): each statistics channel as stored (a sum over the voxel's muons) "
         "and, for each sum, its mean per muon (PoCA) or per track (path): `mean_log_theta` = mean ln(theta), "
         "`mean_theta2_rad2` = mean theta^2 (rad^2), `fraction_above_threshold` = fraction of muons above the "
         "angle threshold, `path_*` the same over the tracks crossing the voxel. Voxels without muons get the "

@@ -26,9 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from study_report import MODEL_SOURCE  # noqa: E402
 
-from volumetric.case import exposure_filename  # noqa: E402
-from volumetric.checkpoint import export_weights, load_checkpoint  # noqa: E402
-from volumetric.dataset import CLASS_NAMES, load_dataset  # noqa: E402
+from volumetric.data.io import exposure_filename  # noqa: E402
+from volumetric.infer.checkpoint import export_weights, load_checkpoint  # noqa: E402
+from volumetric.schema import CLASS_NAMES  # noqa: E402
+from volumetric.data.dataset import load_dataset  # noqa: E402
 from volumetric.pretrained import WEIGHTS_DIR, file_sha256  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "heldout"
@@ -58,9 +59,9 @@ def _study_dice(study: Path, name: str, case: str, days: float) -> dict:
 def _exported_dice(segmenter: Path, case_dir: Path, days: float, voxel_mm: float) -> dict:
     import numpy as np
 
-    from volumetric.io import load_nifti
-    from volumetric.metrics import dice_iou_per_class
-    from volumetric.predictor import load_model, predict, read_input
+    from volumetric.data.io import load_nifti
+    from volumetric.evaluation.metrics import dice_iou_per_class
+    from volumetric.infer.predictor import load_model, predict, read_input
 
     raw, _, _, _, channels = read_input(case_dir / "input.nii.gz")
     label = predict(load_model(segmenter), raw, days, voxel_mm, channels=channels).label.numpy()

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-from volumetric.case import material_grid
-from volumetric.detector import default_detector, measure_tracks
-from volumetric.geometry import load_geometry, rasterise
-from volumetric.muons import EcoMugFlux
-from volumetric.reconstruction import poca
+from volumetric.data.case import material_grid
+from volumetric.physics.detector import default_detector, measure_tracks
+from volumetric.physics.geometry import load_geometry, rasterise
+from volumetric.physics.muons import EcoMugFlux
+from volumetric.physics.reconstruction import poca
 from volumetric.schema import channels_of_source
-from volumetric.statistics import ChannelAccumulator
-from volumetric.simulate import SimulationCounts, iter_exposures
-from volumetric.transport import TrackState, transport_through_block
+from volumetric.physics.statistics import ChannelAccumulator
+from volumetric.physics.simulate import SimulationCounts, iter_exposures
+from volumetric.physics.transport import TrackState, transport_through_block
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from volumetric.dataset import PRESETS  # noqa: E402
+from volumetric.data.build import PRESETS  # noqa: E402
 
 # name, config stem (configs/<stem>_<scale>.yaml), extra overrides ({runs} is the runs folder)
 MODELS = (

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from volumetric.dataset import CLASS_NAMES, equivalent_days  # noqa: E402
+from volumetric.schema import CLASS_NAMES  # noqa: E402
+from volumetric.data.dataset import equivalent_days  # noqa: E402
 
 CLASSES = CLASS_NAMES[1:]  # foreground classes
 LABELS = {

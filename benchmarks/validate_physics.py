@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
-from volumetric.materials import get_material
-from volumetric.muons import MUON_MASS_GEV, EcoMugFlux
-from volumetric.transport import MaterialGrid, TrackState, highland_theta0_rad, transport_through_block
+from volumetric.physics.materials import get_material
+from volumetric.physics.muons import MUON_MASS_GEV, EcoMugFlux
+from volumetric.physics.transport import MaterialGrid, TrackState, highland_theta0_rad, transport_through_block
 
 
 def slab(material: str, thickness_mm: float, voxel_mm: float) -> MaterialGrid:

@@ -9,7 +9,7 @@ No information crosses slices, so training and evaluating it with the same ``tra
 
 Three registry entries, one per kind: ``slicewise`` (dense), ``slicewise_joint`` (joint) and
 ``slicewise_critic`` (critic). Note for the critic: the WGAN-GP gradient penalty is computed
-by :func:`volumetric.losses.gradient_penalty` per *volume* (gradient norm over all slices of a
+by :func:`volumetric.train.losses.gradient_penalty` per *volume* (gradient norm over all slices of a
 sample), not per slice as in the 2D reference.
 """
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from volumetric.cli import main
-from volumetric.io import load_nifti, nifti_affine, statistics_channels
+from volumetric.data.io import load_nifti, nifti_affine, statistics_channels
 from volumetric.schema import CHANNEL_NAMES
 
 GEOMETRY = {
@@ -112,7 +112,7 @@ def test_bad_days_rejected_by_the_parser(geometry, tmp_path):
 
 
 def test_custom_detector_is_used_and_recorded(tmp_path, geometry):
-    from volumetric.detector import default_detector
+    from volumetric.physics.detector import default_detector
 
     det = default_detector((200.0, 200.0, 100.0), gap_mm=30.0, lever_arm_mm=300.0, efficiency=0.9)
     path = tmp_path / "det.json"

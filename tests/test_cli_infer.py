@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from volumetric.cli import main
-from volumetric.dataset import PRESETS
-from volumetric.io import load_nifti, save_nifti_affine
+from volumetric.data.build import PRESETS
+from volumetric.data.io import load_nifti, save_nifti_affine
 
 from test_predictor import train_tiny
 

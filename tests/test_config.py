@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from volumetric.config import (
+from volumetric.train.config import (
     Config,
     apply_overrides,
     config_from_dict,

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from volumetric.cli import main
-from volumetric.dataset import PRESETS, build_dataset, case_block, load_dataset, make_splits
-from volumetric.io import load_nifti, nifti_affine
+from volumetric.data.build import PRESETS, build_dataset, case_block, make_splits
+from volumetric.data.dataset import load_dataset
+from volumetric.data.io import load_nifti, nifti_affine
 from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES
 
 torch.set_num_threads(1)
@@ -194,7 +195,7 @@ def test_bad_input_is_named(built, tmp_path, name):
 
 def test_a_version_1_dataset_still_loads_with_its_three_channels(built, tmp_path):
     """volumetric-dataset/1 folders (PoCA count, sum theta^2, sum theta^4; no channel names) keep working."""
-    from volumetric.dataset import make_dataset
+    from volumetric.data.dataset import make_dataset
 
     root = _copy(built, tmp_path / "v1")
     _rewrite_meta(root, lambda m: (m.update(format="volumetric-dataset/1"), m.pop("statistics_channels")))

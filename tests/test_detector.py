@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from volumetric.detector import Detector, Station, default_detector, measure_tracks
+from volumetric.physics.detector import Detector, Station, default_detector, measure_tracks
 
 
 def _lines(n, seed=0):
@@ -73,8 +73,8 @@ def test_detector_needs_two_stations_per_side_and_clearance():
 
 
 def test_voxel_thicker_than_the_block_is_a_voxel_error_not_a_detector_error(tmp_path):
-    from volumetric.case import simulate_case
-    from volumetric.geometry import Block
+    from volumetric.data.case import simulate_case
+    from volumetric.physics.geometry import Block
 
     with pytest.raises(ValueError, match=r"voxel 300 mm is larger than the block's smallest dimension 200 mm"):
         simulate_case(Block(), tmp_path / "case", 300.0, [0.001], progress=False)

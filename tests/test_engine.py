@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from volumetric.checkpoint import build_net, check_compatible, load_checkpoint, save_checkpoint
-from volumetric.config import load_config
+from volumetric.infer.checkpoint import build_net, check_compatible, load_checkpoint, save_checkpoint
+from volumetric.train.config import load_config
 from volumetric.schema import CHANNEL_NAMES
-from volumetric.engine import Batcher, Distributed, InputPipeline, run_training
+from volumetric.infer.pipeline import InputPipeline
+from volumetric.train.engine import Batcher, Distributed, run_training
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TASKS = ("upsample", "segment", "joint")
@@ -144,7 +145,7 @@ def test_failed_start_leaves_no_run_folder_and_can_be_retried(tiny_dataset, tmp_
 
 
 def test_failure_before_the_first_checkpoint_removes_the_run_folder(tiny_dataset, tmp_path, monkeypatch):
-    import volumetric.engine as engine
+    import volumetric.train.engine as engine
 
     def crash(run):
         engine._log(run, {"step": 1, "split": "train", "loss": 1.0})
@@ -200,7 +201,7 @@ def test_wrong_net_kind_and_patch_refused(tiny_dataset, tmp_path):
 
 
 def test_batches_depend_only_on_seed_and_step(tiny_dataset):
-    from volumetric.dataset import make_dataset
+    from volumetric.data.dataset import make_dataset
 
     dataset = make_dataset(tiny_dataset, "all", patch_size=(16, 16, 8), num_samples=2)
     batcher = Batcher(dataset, 2, seed=3, dist=Distributed(), device=torch.device("cpu"))
@@ -264,7 +265,7 @@ def test_check_compatible():
 
 
 def test_exported_weights_are_smaller_and_predict_the_same(tiny_dataset, tmp_path):
-    from volumetric.checkpoint import export_weights
+    from volumetric.infer.checkpoint import export_weights
 
     _train("segment", tiny_dataset, tmp_path, "exp", "train.steps=2", "validation.every=0")
     last = tmp_path / "exp" / "checkpoints" / "last.pt"

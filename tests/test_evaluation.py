@@ -1,4 +1,4 @@
-"""volumetric.evaluation and evaluate.py: hand-computed pieces, then end-to-end on tiny runs."""
+"""volumetric.evaluation.evaluate and evaluate.py: hand-computed pieces, then end-to-end on tiny runs."""
 
 import csv
 import importlib.util
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from volumetric import evaluation as ev
-from volumetric.metrics import ObjectInfo, ssim_3d
-from volumetric.dataset import PRESETS
-from volumetric.predictor import normalise_input
+from volumetric.evaluation import evaluate as ev
+from volumetric.evaluation.metrics import ObjectInfo, ssim_3d
+from volumetric.data.build import PRESETS
+from volumetric.infer.predictor import normalise_input
 from volumetric.schema import LEGACY_CHANNEL_NAMES
 
 from test_predictor import case_raw, train_tiny
@@ -144,7 +144,7 @@ def test_evaluate_py_writes_summary_csv_and_plots(name, runs, tiny_dataset, tmp_
 
 
 def test_raw_numbers_are_recomputable_and_means_match_rows(runs, tiny_dataset, tmp_path):
-    from volumetric.predictor import WindowSettings
+    from volumetric.infer.predictor import WindowSettings
 
     summary = ev.evaluate(runs["upsample"], tiny_dataset, tmp_path, exposures=[D0, D1],
                           segmenter=runs["segment"], settings=WindowSettings(roi_size=(20, 20, 12)),

@@ -1,4 +1,4 @@
-"""Tests for volumetric.geometry: block description, JSON, sampler and rasterisation."""
+"""Tests for volumetric.physics.geometry: block description, JSON, sampler and rasterisation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from volumetric.geometry import (
+from volumetric.physics.geometry import (
     FORMAT,
     LABEL_CONCRETE,
     LABEL_DUCT,
@@ -32,7 +32,7 @@ from volumetric.geometry import (
     sample_block,
     save_geometry,
 )
-from volumetric.materials import MATERIALS, material_id
+from volumetric.physics.materials import MATERIALS, material_id
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SMALL_MM = (200.0, 200.0, 100.0)

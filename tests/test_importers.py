@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from volumetric.case import simulate_case
+from volumetric.data.case import simulate_case
 from volumetric.cli import main
-from volumetric.geometry import sample_block, save_geometry
-from volumetric.importers import fit_side, read_csv_hits, read_track_file, reconstruct_case
-from volumetric.io import load_nifti, statistics_channels
+from volumetric.physics.geometry import sample_block, save_geometry
+from volumetric.data.importers import fit_side, read_csv_hits, read_track_file, reconstruct_case
+from volumetric.data.io import load_nifti, statistics_channels
 from volumetric.schema import CHANNEL_NAMES
 
 DAYS = [0.02, 0.05]

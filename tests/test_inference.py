@@ -4,8 +4,7 @@ import torch
 from torch import nn
 
 from nets import create_net
-from volumetric.inference import check_spacing, infer_nifti, output_paths, predict_volume, resolve_roi
-from volumetric.io import load_nifti, save_nifti
+from volumetric.infer.sliding_window import check_spacing, predict_volume, resolve_roi
 
 
 class Identity(nn.Module):
@@ -93,35 +92,3 @@ def test_check_spacing_names_both_spacings():
     check_spacing(affine, (2.0, 2.0, 2.01), tolerance=0.01)
     with pytest.raises(ValueError, match=r"\(2\.0, 2\.0, 2\.0\) mm.*\(4\.0, 4\.0, 4\.0\) mm"):
         check_spacing(affine, 4.0)
-
-
-def test_infer_nifti_keeps_affine_and_refuses_to_overwrite(tmp_path):
-    x = _volume((20, 18, 10))[0]
-    in_path = save_nifti(tmp_path / "case.nii.gz", x, (2.0, 2.0, 2.0), origin_mm=(10.0, -4.0, 0.0))
-    _, affine = load_nifti(in_path)
-    joint = create_net("joint_resunet", channels=(8, 16), num_res_blocks=1, num_classes=5)
-    paths = infer_nifti(joint, in_path, tmp_path / "out", roi_size=(16, 16, 8), trained_voxel_mm=2.0,
-                        save_probabilities=True)
-    assert paths == output_paths(in_path, tmp_path / "out")
-    image, a_image = load_nifti(paths["image"])
-    label, a_label = load_nifti(paths["label"])
-    probs, _ = load_nifti(paths["probabilities"])
-    for a in (a_image, a_label):
-        np.testing.assert_allclose(a, affine)
-    assert image.shape == x.shape and label.dtype == np.uint8 and label.max() < 5
-    assert probs.shape == (*x.shape, 5)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-    with pytest.raises(FileExistsError, match="overwrite"):
-        infer_nifti(joint, in_path, tmp_path / "out", roi_size=(16, 16, 8))
-    infer_nifti(joint, in_path, tmp_path / "out", roi_size=(16, 16, 8), overwrite=True)
-    with pytest.raises(ValueError, match="training spacing"):
-        infer_nifti(joint, in_path, tmp_path / "other", roi_size=(16, 16, 8), trained_voxel_mm=4.0)
-
-
-def test_infer_nifti_upsample_then_segment(tmp_path):
-    in_path = save_nifti(tmp_path / "case.nii", _volume((16, 16, 8))[0], (2.0, 2.0, 2.0))
-    seg = create_net("resunet", channels=(8,), num_res_blocks=0, out_channels=5)
-    paths = infer_nifti(Identity(), in_path, tmp_path, roi_size=8, segmenter=seg)
-    assert sorted(paths) == ["image", "label"] and paths["image"].name == "case_upsampled.nii.gz"
-    image, _ = load_nifti(paths["image"])
-    np.testing.assert_allclose(image, load_nifti(in_path)[0], rtol=1e-5, atol=1e-6)

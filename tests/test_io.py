@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from volumetric.io import TRACK_DATASETS, TrackWriter, load_nifti, nifti_affine, read_tracks, save_nifti
+from volumetric.data.io import TRACK_DATASETS, TrackWriter, load_nifti, nifti_affine, read_tracks, save_nifti
 
 
 def test_nifti_round_trip_through_monai_keeps_values_and_affine(tmp_path):

@@ -6,7 +6,7 @@ from torch import nn
 
 import nets  # noqa: F401
 from nets.registry import create_net
-from volumetric.losses import (
+from volumetric.train.losses import (
     critic_wasserstein_loss,
     dice_ce_loss,
     generator_wasserstein_loss,

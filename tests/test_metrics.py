@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from volumetric.geometry import Block, Duct, Void, rasterise
-from volumetric.metrics import (
+from volumetric.physics.geometry import Block, Duct, Void, rasterise
+from volumetric.evaluation.metrics import (
     detection_rate,
     dice_iou_per_class,
     equivalent_days,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from volumetric.muons import SECONDS_PER_DAY, EcoMugFlux, _momentum_index
+from volumetric.physics.muons import SECONDS_PER_DAY, EcoMugFlux, _momentum_index
 
 
 def _joint_density(p, u):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from volumetric.io import nifti_affine
-from volumetric.objects import find_objects, objects_as_dicts
+from volumetric.data.io import nifti_affine
+from volumetric.evaluation.objects import find_objects, objects_as_dicts
 
 
 def _sphere(shape, centre, radius):

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from volumetric.case import check_output_folder, simulate_case
-from volumetric.geometry import Block
-from volumetric.io import OUTPUT_MARKER, has_output_marker, write_output_marker
+from volumetric.data.case import simulate_case
+from volumetric.data.io import check_output_folder
+from volumetric.physics.geometry import Block
+from volumetric.data.io import OUTPUT_MARKER, has_output_marker, write_output_marker
 
 SMALL = Block(size_mm=(200.0, 200.0, 100.0))
 NOT_OURS = f"holds files not written by volumetric \\(no {OUTPUT_MARKER} marker\\); refusing to delete them"
@@ -63,7 +64,7 @@ def test_a_dataset_case_replaces_a_stale_partial_folder(tmp_path):
 
 
 def test_demo_and_evaluation_refuse_a_folder_without_the_marker(tmp_path, unrelated):
-    from volumetric.evaluation import evaluate
+    from volumetric.evaluation.evaluate import evaluate
     from volumetric.quickstart import run_quickstart
 
     weights = tmp_path / "weights"

@@ -1,4 +1,4 @@
-"""volumetric.predictor: loading runs, scales, predict (chain, checks) and XY test-time augmentation."""
+"""volumetric.infer.predictor: loading runs, scales, predict (chain, checks) and XY test-time augmentation."""
 
 import math
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from volumetric.inference import XY_SYMMETRIES, predict_volume_tta, xy_symmetry
-from volumetric.predictor import (
+from volumetric.infer.sliding_window import XY_SYMMETRIES, predict_volume_tta, xy_symmetry
+from volumetric.infer.predictor import (
     WindowSettings,
     compose_input,
     load_model,
@@ -20,8 +20,8 @@ from volumetric.predictor import (
     run_model,
 )
 
-from volumetric.config import DEFAULT_TARGET_CHANNELS
-from volumetric.dataset import PRESETS
+from volumetric.train.config import DEFAULT_TARGET_CHANNELS
+from volumetric.data.build import PRESETS
 from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -33,8 +33,8 @@ D0 = PRESETS["tiny"].checkpoints_days[0]  # the shortest tiny exposure (days)
 
 def train_tiny(config: str, dataset, out, name: str, *extra: str) -> Path:
     """A 2-step run without validation (only ``checkpoints/last.pt``), in this process."""
-    from volumetric.config import load_config
-    from volumetric.engine import train_from_config
+    from volumetric.train.config import load_config
+    from volumetric.train.engine import train_from_config
 
     overrides = [f"data.path={dataset}", f"train.out_dir={out}", f"train.run_name={name}", "train.progress=false",
                  "train.threads=1", "train.steps=2", "validation.every=0", *extra]
@@ -42,7 +42,7 @@ def train_tiny(config: str, dataset, out, name: str, *extra: str) -> Path:
 
 
 def case_raw(dataset, name: str | None = None, days: float = D0) -> torch.Tensor:
-    from volumetric.io import load_nifti
+    from volumetric.data.io import load_nifti
 
     name = name or sorted((Path(dataset) / "cases").iterdir())[0].name
     array = load_nifti(Path(dataset) / "cases" / name / "exposures" / f"{days:g}d.nii.gz")[0]

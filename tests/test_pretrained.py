@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from volumetric.io import load_nifti
-from volumetric.metrics import dice_iou_per_class
+from volumetric.data.io import load_nifti
+from volumetric.evaluation.metrics import dice_iou_per_class
 from volumetric.pretrained import WEIGHTS_DIR, load_pretrained, manifest, pretrained_path
-from volumetric.predictor import predict, read_input
+from volumetric.infer.predictor import predict, read_input
 
 ROOT = WEIGHTS_DIR.parent.parent
 CLASSES = ("concrete", "rebar", "duct", "void", "unknown")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from test_predictor import train_tiny
-from volumetric.checkpoint import export_weights
-from volumetric.geometry import Block, Void
-from volumetric.io import load_nifti
+from volumetric.infer.checkpoint import export_weights
+from volumetric.physics.geometry import Block, Void
+from volumetric.data.io import load_nifti
 from volumetric.quickstart import run_quickstart
 
 

@@ -1,10 +1,9 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from volumetric.reconstruction import poca
+from volumetric.physics.reconstruction import poca
 
 
 def _unit(v):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from volumetric.checkpoint import FORMAT, export_weights, load_checkpoint, save_checkpoint
+from volumetric.infer.checkpoint import FORMAT, export_weights, load_checkpoint, save_checkpoint
 from volumetric.cli import main
 from volumetric.pretrained import WEIGHTS_DIR, file_sha256, manifest, pretrained_path
 

@@ -1,4 +1,4 @@
-"""Separability scores (volumetric.separability, benchmarks/separability.py) on tiny hand-made inputs."""
+"""Separability scores (volumetric.evaluation.separability, benchmarks/separability.py) on tiny hand-made inputs."""
 
 import importlib.util
 import json
@@ -10,10 +10,10 @@ import pytest
 from scipy import ndimage
 from scipy.stats import mannwhitneyu
 
-from volumetric.case import exposure_filename
-from volumetric.io import save_nifti, save_statistics
+from volumetric.data.io import exposure_filename
+from volumetric.data.io import save_nifti, save_statistics
 from volumetric.schema import CHANNEL_NAMES, per_muon_name
-from volumetric.separability import (
+from volumetric.evaluation.separability import (
     auc,
     cnr,
     dataset_case_folders,

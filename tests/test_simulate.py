@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from volumetric.detector import default_detector
-from volumetric.materials import get_material
-from volumetric.statistics import ChannelAccumulator
+from volumetric.physics.detector import default_detector
+from volumetric.physics.materials import get_material
+from volumetric.physics.statistics import ChannelAccumulator
 from volumetric.schema import CHANNEL_NAMES
-from volumetric.simulate import SimulationCounts, iter_exposures
-from volumetric.transport import MaterialGrid
+from volumetric.physics.simulate import SimulationCounts, iter_exposures
+from volumetric.physics.transport import MaterialGrid
 
 SHAPE, VOXEL = (20, 20, 10), 10.0
 BAR = (slice(None), slice(8, 12), slice(4, 6))
@@ -71,7 +71,7 @@ def test_generated_count_follows_the_rate():
     counts = SimulationCounts()
     simulate([0.02], counts=counts)
     plane = DETECTOR.generation_plane
-    from volumetric.muons import EcoMugFlux
+    from volumetric.physics.muons import EcoMugFlux
 
     flux = EcoMugFlux(theta_max_rad=DETECTOR.max_zenith_rad())
     area_m2 = (plane.x_range_mm[1] - plane.x_range_mm[0]) * (plane.y_range_mm[1] - plane.y_range_mm[0]) * 1e-6

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from volumetric.schema import CHANNEL_NAMES, THETA_FLOOR_RAD
-from volumetric.statistics import ChannelAccumulator
+from volumetric.physics.statistics import ChannelAccumulator
 
 POCA3 = ("count", "sum_theta2_rad2", "sum_theta4_rad4")
 

@@ -9,7 +9,7 @@ from transforms.exposure import SelectExposure, SelectExposured
 from transforms.normalise import ScatteringNormalise, ScatteringNormalised, check_normalisation, estimate_normalisation
 from transforms.pipeline import training_transforms
 from transforms.spatial import xy_augmentations
-from volumetric.io import save_nifti
+from volumetric.data.io import save_nifti
 from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES
 
 PARAMS = {"name": "log-moments/1", "count_log_scale": float(np.log1p(50.0)), "theta2_ref_rad2": 4e-6}
@@ -191,7 +191,9 @@ def test_pipeline_pads_small_volumes_and_fixed_evaluation(synthetic_case):
 def test_make_dataset_on_tiny_preset(tmp_path):
     from monai.data import DataLoader
 
-    from volumetric.dataset import PRESETS, build_dataset, make_dataset
+    from volumetric.data.build import PRESETS, build_dataset
+
+    from volumetric.data.dataset import make_dataset
 
     torch.set_num_threads(1)
     build_dataset(tmp_path / "ds", "tiny", 3, seed=1, progress=False)

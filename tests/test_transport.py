@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from volumetric.materials import get_material
-from volumetric.muons import MUON_MASS_GEV
-from volumetric.transport import MaterialGrid, TrackState, highland_theta0_rad, transport_through_block
+from volumetric.physics.materials import get_material
+from volumetric.physics.muons import MUON_MASS_GEV
+from volumetric.physics.transport import MaterialGrid, TrackState, highland_theta0_rad, transport_through_block
 
 N = 100_000
 

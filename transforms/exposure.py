@@ -1,6 +1,6 @@
 """Exposure selection: pick the input exposure of a sample among the checkpoints.
 
-A sample (see ``volumetric.dataset.make_dataset``) carries ``exposures``, a mapping from days
+A sample (see ``volumetric.data.dataset.make_dataset``) carries ``exposures``, a mapping from days
 (float) to a volume ``(C, X, Y, Z)`` or the path of its NIfTI file. :class:`SelectExposured`
 puts the chosen one under ``image`` and its days under ``exposure_days``.
 

@@ -81,7 +81,7 @@ def check_normalisation(params: Mapping) -> dict:
 
 
 def _as_channels(item, channels: Sequence[str]) -> np.ndarray:
-    from volumetric.io import load_nifti
+    from volumetric.data.io import load_nifti
 
     if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
         array = np.moveaxis(load_nifti(item)[0], -1, 0)

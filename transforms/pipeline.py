@@ -1,4 +1,4 @@
-"""The training/evaluation transform chain of ``volumetric.dataset.make_dataset``.
+"""The training/evaluation transform chain of ``volumetric.data.dataset.make_dataset``.
 
 Deterministic part (cached by ``CacheDataset``): load ``target`` (highest exposure) and
 ``label`` (int64) channel first, pad them to the patch size if smaller, normalise ``target``, cache the

@@ -21,7 +21,7 @@ def device_arg(text: str) -> str:
     """argparse type of ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (syntax only).
 
     Whether CUDA is present is checked when the command runs
-    (:func:`volumetric.predictor.resolve_device`).
+    (:func:`volumetric.infer.predictor.resolve_device`).
     """
     if not _DEVICE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
@@ -141,15 +141,15 @@ def _add_train_parser(sub) -> None:
 def _check_train_config(args) -> None:
     """Refuse a bad ``train.device`` or ``train.threads`` before a run folder is made.
 
-    Reads the config as :func:`volumetric.engine.run_training` will (the run's ``config.yaml``
+    Reads the config as :func:`volumetric.train.engine.run_training` will (the run's ``config.yaml``
     when resuming), so a typo costs no stray run folder (whose name a corrected rerun could not reuse).
 
     Raises:
         ValueError: for a device other than auto, cpu, cuda, cuda:N (or CUDA requested but absent),
             or threads < 1.
     """
-    from volumetric.config import load_config
-    from volumetric.predictor import resolve_device
+    from volumetric.train.config import load_config
+    from volumetric.infer.predictor import resolve_device
 
     if args.config is None and args.resume is None:
         return  # run_training says what is missing
@@ -166,7 +166,7 @@ def _check_train_config(args) -> None:
 
 
 def _run_train(args) -> int:
-    from volumetric.engine import run_training
+    from volumetric.train.engine import run_training
 
     _check_train_config(args)
     summary = run_training(args.config, args.overrides, args.resume)
@@ -201,7 +201,7 @@ def _add_infer_parser(sub) -> None:
 
 
 def _run_infer(args) -> int:
-    from volumetric.predictor import WindowSettings, infer_file, load_model, resolve_device
+    from volumetric.infer.predictor import WindowSettings, infer_file, load_model, resolve_device
 
     device = resolve_device(args.device)
     model = load_model(args.run or args.checkpoint, device)
@@ -218,7 +218,7 @@ def _run_infer(args) -> int:
 def _device(name: str) -> str:
     """Resolve a checked ``--device`` name: ``auto`` -> ``cuda`` if present, else ``cpu``.
 
-    A CUDA device goes through :func:`volumetric.predictor.resolve_device` (``cuda`` without CUDA
+    A CUDA device goes through :func:`volumetric.infer.predictor.resolve_device` (``cuda`` without CUDA
     is a ``ValueError``); it is imported only then because it pulls in MONAI, seconds of
     start-up that a CPU simulation does not need.
     """
@@ -228,7 +228,7 @@ def _device(name: str) -> str:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return name
-    from volumetric.predictor import resolve_device
+    from volumetric.infer.predictor import resolve_device
 
     return str(resolve_device(name))
 
@@ -239,7 +239,7 @@ def _reference_geometry_path() -> Path:
 
 
 def _load_detector(path: Path):
-    from volumetric.detector import Detector
+    from volumetric.physics.detector import Detector
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such detector file")
@@ -252,8 +252,8 @@ def _load_detector(path: Path):
 def _run_simulation(args) -> int:
     import torch
 
-    from volumetric.case import simulate_case
-    from volumetric.geometry import load_geometry
+    from volumetric.data.case import simulate_case
+    from volumetric.physics.geometry import load_geometry
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -276,7 +276,7 @@ def _run_simulation(args) -> int:
 def _run_demo(args) -> int:
     import torch
 
-    from volumetric.geometry import load_geometry
+    from volumetric.physics.geometry import load_geometry
     from volumetric.quickstart import run_quickstart
 
     if args.threads is not None:
@@ -319,7 +319,7 @@ def _check_simulate_args(parser: argparse.ArgumentParser, args) -> None:
 def _run_dataset(args) -> int:
     import torch
 
-    from volumetric.dataset import build_dataset
+    from volumetric.data.build import build_dataset
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -331,8 +331,8 @@ def _run_dataset(args) -> int:
 
 
 def _run_reconstruct(args) -> int:
-    from volumetric.geometry import load_geometry
-    from volumetric.importers import reconstruct_case
+    from volumetric.physics.geometry import load_geometry
+    from volumetric.data.importers import reconstruct_case
 
     block = load_geometry(args.geometry) if args.geometry is not None else None
     summary = reconstruct_case(args.tracks, args.out, args.voxel_mm, sorted(set(args.days)), geometry=block,

@@ -2,7 +2,7 @@
 
 ``weights/manifest.json`` names the models by role (``upsampler``, ``segmenter``), the file of
 each (an inference-only float16 checkpoint written by
-:func:`volumetric.checkpoint.export_weights`) with its ``sha256`` (checked before the file is
+:func:`volumetric.infer.checkpoint.export_weights`) with its ``sha256`` (checked before the file is
 used), the exposure and voxel size they were trained for, and the Dice the study measured on
 one held-out block (checked by the tests).
 """
@@ -66,7 +66,7 @@ def pretrained_path(role: str, weights_dir: str | Path = WEIGHTS_DIR) -> Path:
 
 
 def load_pretrained(role: str, device: str | torch.device = "cpu", weights_dir: str | Path = WEIGHTS_DIR):
-    """Load a shipped model, checked against the manifest's sha256, as a :class:`volumetric.predictor.LoadedModel`."""
-    from volumetric.predictor import load_model
+    """Load a shipped model, checked against the manifest's sha256, as a :class:`volumetric.infer.predictor.LoadedModel`."""
+    from volumetric.infer.predictor import load_model
 
     return load_model(pretrained_path(role, weights_dir), device)

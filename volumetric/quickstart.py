@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from volumetric.case import check_output_folder, exposure_filename, simulate_case
-from volumetric.dataset import CLASS_NAMES
-from volumetric.geometry import Block, check_voxel_size
-from volumetric.io import load_nifti, save_nifti_affine, write_output_marker
-from volumetric.metrics import dice_iou_per_class
-from volumetric.objects import find_objects, objects_as_dicts
+from volumetric.data.case import simulate_case
+from volumetric.data.io import check_output_folder, exposure_filename
+from volumetric.schema import CLASS_NAMES
+from volumetric.physics.geometry import Block, check_voxel_size
+from volumetric.data.io import load_nifti, save_nifti_affine, write_output_marker
+from volumetric.evaluation.metrics import dice_iou_per_class
+from volumetric.evaluation.objects import find_objects, objects_as_dicts
 from volumetric.pretrained import WEIGHTS_DIR, load_pretrained, manifest
-from volumetric.report import mean_theta2_mrad2, save_slice_montage
+from volumetric.figures import mean_theta2_mrad2, save_slice_montage
 
 __all__ = ["run_quickstart"]
 
@@ -36,7 +37,7 @@ def _mean_theta2_image(prediction) -> np.ndarray:
 
 
 def _predict(case_dir: Path, days: float, voxel_mm: float, device: str, weights_dir: Path, progress: bool):
-    from volumetric.predictor import WindowSettings, predict, read_input
+    from volumetric.infer.predictor import WindowSettings, predict, read_input
 
     raw, affine, _, _, channels = read_input(case_dir, days)
     upsampler = load_pretrained("upsampler", device, weights_dir)
@@ -65,7 +66,7 @@ def run_quickstart(out_dir, block: Block, seed: int = 0, device: str = "cpu", ov
         overwrite: replace a non-empty ``out_dir``.
         progress: progress bars.
         weights_dir: folder with the shipped models' ``manifest.json``.
-        **simulate_kwargs: passed to :func:`volumetric.case.simulate_case` (``method``,
+        **simulate_kwargs: passed to :func:`volumetric.data.case.simulate_case` (``method``,
             ``detector``, ``rate_hz_per_m2``, ``save_tracks``).
 
     Returns:

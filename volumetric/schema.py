@@ -13,7 +13,7 @@ Sources:
 * ``poca``: the voxel holding the muon's Point of Closest Approach (PoCA).
 * ``path``: every voxel layer crossed by the muon's measured incoming line down to the PoCA depth
   and its measured outgoing line below it (Angle-Statistics-Reconstruction style, the idea of
-  Stapleton et al., JINST 9 (2014) P11019); see ``volumetric.statistics`` for the exact rule.
+  Stapleton et al., JINST 9 (2014) P11019); see ``volumetric.physics.statistics`` for the exact rule.
 
 Angles are the measured scattering angle theta (rad) between the detector's incoming and
 outgoing lines, so they include the detector's resolution. ``log theta`` is the natural log of
@@ -32,6 +32,7 @@ import torch
 
 __all__ = [
     "CLASS_NAMES",
+    "CLASS_COLOURS",
     "NUM_CLASSES",
     "THETA_FLOOR_RAD",
     "DEFAULT_THETA_THRESHOLD_RAD",
@@ -54,6 +55,8 @@ __all__ = [
 CLASS_NAMES: tuple[str, ...] = ("concrete", "rebar", "duct", "void", "unknown")
 """Label ids 0..4 (concrete is the background class)."""
 NUM_CLASSES = len(CLASS_NAMES)
+CLASS_COLOURS: tuple[str, ...] = ("#d9d9d9", "#d62728", "#1f77b4", "#ffffff", "#ff7f0e")
+"""Display colour of each class id (concrete grey, rebar red, duct blue, void white, unknown orange)."""
 
 THETA_FLOOR_RAD = 1e-6
 """Angles below this (rad) count as this in ``log theta`` (keeps parallel pairs finite)."""

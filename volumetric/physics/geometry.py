@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from volumetric.schema import CLASS_NAMES  # the one class table
-from volumetric.materials import (
+from volumetric.physics.materials import (
     MATERIAL_NAMES,
     inverse_radiation_length_table_per_mm,
     material_id,

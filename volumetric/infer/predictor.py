@@ -5,7 +5,7 @@ the input channel layout and selection (channel names, ``volumetric.schema``), t
 upsampler of a segment run (``segment_input`` ``upsampled``/``both``) and the normalisation
 (``transforms.normalise``). :func:`predict` takes a raw case volume as stored in a dataset
 (``(C, X, Y, Z)`` statistics sums with their channel names, un-normalised), picks the channels
-the model was trained on by name, checks it against the model (:func:`~volumetric.checkpoint.check_compatible`:
+the model was trained on by name, checks it against the model (:func:`~volumetric.infer.checkpoint.check_compatible`:
 a different voxel size is refused, an exposure outside the trained range warns), normalises it,
 predicts by sliding windows (optionally with XY test-time augmentation) and returns a
 :class:`Prediction`.
@@ -14,7 +14,7 @@ Output scales (one convention everywhere):
 
 * ``Prediction.image`` is the **normalised** image (the channels the model was trained to
   predict, ``image_channels``, by name): what metrics compare against the normalised target
-  (``volumetric.evaluation``).
+  (``volumetric.evaluation.evaluate``).
 * ``Prediction.image_physical`` is the same image **per channel in per-muon units**
   (``volumetric.schema.per_muon_name``): a count stays a count, ``sum_theta2_rad2`` becomes the
   mean theta^2 (rad^2), ``sum_log_theta`` the mean ln(theta), ``count_above_threshold`` the
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 import torch
 from torch import nn
 
@@ -43,7 +44,8 @@ from transforms.normalise import ScatteringNormalise, check_normalisation, norma
 from transforms.normalise import per_muon_to_normalised
 from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES, channel_indices, check_channel_names
 from volumetric.schema import legacy_channel_names, non_negative, per_muon_name
-from volumetric.checkpoint import build_net, check_compatible, load_checkpoint
+from volumetric.infer.pipeline import InputPipeline, is_conditioned
+from volumetric.infer.checkpoint import build_net, check_compatible, load_checkpoint
 
 __all__ = [
     "LoadedModel",
@@ -71,7 +73,7 @@ class LoadedModel:
     """A trained pipeline rebuilt from a checkpoint (see :func:`load_model`).
 
     Attributes:
-        pipeline: :class:`~volumetric.engine.InputPipeline` in eval mode: normalised
+        pipeline: :class:`~volumetric.train.engine.InputPipeline` in eval mode: normalised
             ``(B, C, X, Y, Z)`` (channels ``channels``) -> the net's output (a tensor, or
             ``{"image", "logits"}``).
         task: ``upsample``, ``segment`` or ``joint``.
@@ -115,7 +117,7 @@ class LoadedModel:
 
 @dataclass
 class WindowSettings:
-    """Sliding-window settings of :func:`predict` (see :func:`volumetric.inference.predict_volume`).
+    """Sliding-window settings of :func:`predict` (see :func:`volumetric.infer.sliding_window.predict_volume`).
 
     Attributes:
         roi_size: window edge(s) in voxels; ``None``: each model's own :attr:`LoadedModel.roi_size`.
@@ -199,10 +201,6 @@ def _frozen(net: nn.Module) -> nn.Module:
     return net.eval()
 
 
-def _is_conditioned(net: nn.Module) -> bool:
-    return getattr(net, "conditioning", None) is not None
-
-
 def _default_roi(config: dict) -> tuple[int, ...]:
     roi = (config.get("validation") or {}).get("roi_size") or (config.get("data") or {}).get("patch_size")
     return tuple(int(r) for r in roi) if roi else (64, 64, 32)
@@ -229,8 +227,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         FileNotFoundError: for a missing run folder or checkpoint.
         ValueError: for a corrupted or foreign checkpoint, or weights that do not fit the net.
     """
-    from volumetric.engine import InputPipeline
-
     source = checkpoint_file(path)
     ckpt = load_checkpoint(source, map_location="cpu")
     _check_payload(source, ckpt)
@@ -246,7 +242,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
                              segment_input or "raw", in_channels=len(layout))
     image_channels = legacy_channel_names(data.get("target_channels") or LEGACY_CHANNEL_NAMES) \
         if task != "segment" else None
-    conditioned = _is_conditioned(net) or (upsampler is not None and _is_conditioned(upsampler))
+    conditioned = is_conditioned(net) or (upsampler is not None and is_conditioned(upsampler))
     return LoadedModel(pipeline.to(resolve_device(device)).eval(), task, check_normalisation(ckpt["normalisation"]),
                        dict(data), image_channels, segment_input, _default_roi(config), conditioned, source,
                        int(ckpt["step"]), record, layout)
@@ -271,8 +267,6 @@ def frozen_upsampler(model: LoadedModel) -> LoadedModel | None:
     Its ``image_channels`` come from the upsampler's checkpoint (``None`` if they cannot be
     known: a one-channel upsampler whose checkpoint file is gone).
     """
-    from volumetric.engine import InputPipeline
-
     record = model.upsampler_record
     if record is None:
         return None
@@ -281,7 +275,7 @@ def frozen_upsampler(model: LoadedModel) -> LoadedModel | None:
     index = channel_indices(legacy_channel_names(record["input_channels"]), model.channels, "upsampler input")
     pipeline = InputPipeline(up, index, in_channels=len(model.channels)).to(model.pipeline.input_index.device).eval()
     return LoadedModel(pipeline, "upsample", check_normalisation(record["normalisation"]), dict(model.meta),
-                       _record_channels(record, out_channels), None, model.roi_size, _is_conditioned(up),
+                       _record_channels(record, out_channels), None, model.roi_size, is_conditioned(up),
                        Path(str(record.get("path", model.source))), model.step, None, model.channels)
 
 
@@ -385,7 +379,7 @@ def _check_exposure(model: LoadedModel, exposure_days: float | None) -> None:
 def run_model(model: LoadedModel, x: torch.Tensor, exposure_days: float | None,
               settings: WindowSettings) -> Prediction:
     """Predict a normalised ``(C, X, Y, Z)`` block with one model (no checks of scale or compatibility)."""
-    from volumetric.inference import _split_outputs, predict_volume, predict_volume_tta
+    from volumetric.infer.sliding_window import _split_outputs, predict_volume, predict_volume_tta
 
     _check_exposure(model, exposure_days)
     roi = settings.roi_size if settings.roi_size is not None else model.roi_size
@@ -503,7 +497,7 @@ def _file_channels(file: Path, count: int, folder: Path | None) -> tuple[str, ..
     """Channel names of a statistics file: stored in the file, else its case's JSON, else by count."""
     import json
 
-    from volumetric.io import statistics_channels
+    from volumetric.data.io import statistics_channels
 
     names = statistics_channels(file)
     for record in ("simulation.json", "reconstruction.json"):
@@ -527,14 +521,14 @@ def read_input(path: str | Path, exposure_days: float | None = None) -> RawVolum
 
     For a case folder the exposure ``exposures/<days>d.nii.gz`` is ``exposure_days`` (default:
     the shortest one present). Channel names come from the file (written by
-    ``volumetric.io.save_statistics``), else the case's ``simulation.json``, else the channel
+    ``volumetric.data.io.save_statistics``), else the case's ``simulation.json``, else the channel
     count (3: the legacy PoCA channels, 9: the full table).
 
     Raises:
         FileNotFoundError: for a missing file, case folder or exposure.
         ValueError: for a volume that is not ``(X, Y, Z, C)`` or whose channels are unknown.
     """
-    from volumetric.io import load_nifti
+    from volumetric.data.io import load_nifti
 
     path = Path(path)
     folder = None
@@ -613,8 +607,8 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     import dataclasses
     import json
 
-    from volumetric.inference import check_spacing
-    from volumetric.io import atomic_path, save_nifti_affine
+    from volumetric.infer.sliding_window import check_spacing
+    from volumetric.data.io import atomic_path, save_nifti_affine
 
     settings = settings or WindowSettings()
     raw, affine, stem, exposure_days, channels = read_input(in_path, exposure_days)
@@ -626,7 +620,7 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     existing = [str(files[k]) for k in keys if files[k].exists()]
     if existing and not overwrite:
         raise FileExistsError(f"outputs exist: {', '.join(existing)}; pass --overwrite to replace them")
-    voxel = float(np.linalg.norm(np.asarray(affine)[:3, 0]))
+    voxel = float(voxel_sizes(np.asarray(affine, dtype=np.float64))[0])
     pred = predict(model, raw, exposure_days, voxel, segmenter, settings, channels)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     arrays = _arrays(pred)

@@ -16,7 +16,7 @@ target's ``c1`` over the case (the same range for every source and exposure of a
 numbers compare). SSIM uses a Gaussian window of ``min(7, smallest dimension)`` voxels (odd).
 A model that does not predict channel 1 gets no image metrics.
 
-**Equivalent days** (:func:`volumetric.metrics.equivalent_days`): the raw curve is the raw
+**Equivalent days** (:func:`volumetric.evaluation.metrics.equivalent_days`): the raw curve is the raw
 source's SSIM (PSNR) against the target at every input checkpoint of the case; a model image
 at ``d`` is credited with the raw exposure whose curve reaches its value (log-days
 interpolation; ``status`` says if it is below/above the curve). Per case in the rows; per
@@ -26,14 +26,14 @@ exposure in ``per_exposure`` from the case-mean curves and the case-mean value.
 Dice over the foreground classes with nanmean). **Objects**: each object of the case's
 ``geometry.json`` is found when at least ``threshold`` of its true voxels are predicted as its
 class; void detection rate against diameter and depth (pooled over cases). **z-smearing**
-(:func:`volumetric.metrics.z_smearing`, mm): of the predicted class mask (``z_smear_label_mm``)
+(:func:`volumetric.evaluation.metrics.z_smearing`, mm): of the predicted class mask (``z_smear_label_mm``)
 and of the source's ``c1`` image (``z_smear_image_mm``: background = median ``c1`` over true
 concrete voxels of that image, polarity = sign of the object's contrast in the target).
 
 Outputs in ``out_dir``: ``summary.json`` (``rows``: one per case x exposure x source;
 ``objects``: one per object x case x exposure x source; ``per_exposure``: means per source and
 exposure; ``means``: per source over everything; ``raw_curve``), ``metrics.csv`` (the rows),
-and PNGs from :mod:`volumetric.plots` (``quality_vs_exposure.png``, ``dice_vs_exposure.png``,
+and PNGs from :mod:`volumetric.figures` (``quality_vs_exposure.png``, ``dice_vs_exposure.png``,
 ``void_detection.png`` when there is something to plot, ``montages/<case>_<days>d.png`` at the
 lowest evaluated exposure). NaN and infinite values are written as JSON ``null``.
 """
@@ -52,10 +52,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volumetric.case import check_output_folder
-from volumetric.dataset import CLASS_NAMES, load_dataset
-from volumetric.io import write_output_marker
-from volumetric.metrics import (
+from volumetric.data.io import check_output_folder
+from volumetric.schema import CLASS_NAMES
+from volumetric.data.dataset import load_dataset
+from volumetric.data.io import write_output_marker
+from volumetric.evaluation.metrics import (
     ObjectMatch,
     detection_rate,
     dice_iou_per_class,
@@ -68,7 +69,7 @@ from volumetric.metrics import (
     ssim_3d,
     z_smearing,
 )
-from volumetric.predictor import (
+from volumetric.infer.predictor import (
     LoadedModel,
     WindowSettings,
     frozen_upsampler,
@@ -186,8 +187,8 @@ def _c1(volume, normalisation: dict) -> np.ndarray:
 
 
 def _load_case(record: dict, plan: Plan, voxel_mm: float) -> _Case:
-    from volumetric.geometry import load_geometry
-    from volumetric.io import load_nifti
+    from volumetric.physics.geometry import load_geometry
+    from volumetric.data.io import load_nifti
 
     target = _c1(_load_raw(record["target"]), plan.scale)
     label = np.asarray(load_nifti(record["label"])[0]).astype(np.int64) if "label" in record else None
@@ -223,7 +224,7 @@ def _segmentation_metrics(label: np.ndarray, case: _Case) -> dict:
 
 def _match(case: _Case, label: np.ndarray | None, image: np.ndarray | None, voxel_mm: float,
            threshold: float) -> list[dict]:
-    """:func:`volumetric.metrics.match_objects` on the case's cached masks, plus the image z-smear."""
+    """:func:`volumetric.evaluation.metrics.match_objects` on the case's cached masks, plus the image z-smear."""
     rows = []
     background = float(np.median(image[case.label == 0])) if image is not None and (case.label == 0).any() else 0.0
     for (info, mask), polarity in zip(case.masks, case.polarity):
@@ -386,7 +387,7 @@ _CSV_KEYS = ("case", "exposure_days", "source", "ssim", "psnr_db", "mae", "ssim_
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    from volumetric.io import atomic_path
+    from volumetric.data.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=_CSV_KEYS, extrasaction="ignore")
@@ -413,7 +414,7 @@ def _exposures(checkpoints: list[float], requested: Sequence[float] | None) -> t
 
 
 def _check_models(plan: Plan, voxel_mm: float, exposures: Sequence[float]) -> list[str]:
-    from volumetric.checkpoint import check_compatible
+    from volumetric.infer.checkpoint import check_compatible
 
     issued = []
     with warnings.catch_warnings():
@@ -435,7 +436,7 @@ def _check_report_folder(out: Path, overwrite: bool) -> None:
 
     Raises:
         FileExistsError: for ``summary.json`` without ``overwrite``, or a folder refused by
-            :func:`volumetric.case.check_output_folder` (non-empty, or non-empty without the marker).
+            :func:`volumetric.data.case.check_output_folder` (non-empty, or non-empty without the marker).
     """
     if (out / "summary.json").exists() and not overwrite:
         raise FileExistsError(f"{out / 'summary.json'} exists; pass --overwrite or choose another --out")
@@ -497,9 +498,9 @@ def evaluate(
     plan = build_plan(run, segmenter, device)
     notes = _check_models(plan, voxel, chosen)
     settings = settings or WindowSettings()
-    write_output_marker(out, "volumetric.evaluation.evaluate")
+    write_output_marker(out, "volumetric.evaluation.evaluate.evaluate")
     rows, objects, curves = [], [], []
-    from volumetric import plots as figures
+    from volumetric import figures
 
     for record in tqdm(records, desc="evaluate", unit="case", disable=not progress):
         case = _load_case(record, plan, voxel)
@@ -532,7 +533,7 @@ def evaluate(
 
 
 def _write(out: Path, summary: dict, rows: list[dict]) -> dict:
-    from volumetric.io import atomic_path
+    from volumetric.data.io import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "metrics.csv", rows)

@@ -2,7 +2,7 @@
 
 Sources (chosen by file suffix):
 
-* ``.h5`` / ``.hdf5``: our tracks file (``volumetric.io.read_tracks``, written by
+* ``.h5`` / ``.hdf5``: our tracks file (``volumetric.data.io.read_tracks``, written by
   ``volumetric simulate --save-tracks``): the fitted lines at the block faces and ``t_s``.
 * ``.csv``: one row per muon, per-plane hits in mm in the block frame (origin at the block's
   bottom corner, z up): columns ``X0,Y0,Z0,X1,Y1,Z1,...`` (plane ``k`` = ``Xk,Yk,Zk``), the planes
@@ -12,8 +12,8 @@ Sources (chosen by file suffix):
 * ``.root``: a TTree (or RNTuple) with the CSV's column names as branches, read with ``uproot`` (optional extra).
 
 Each side's hits are fitted with a straight line by unweighted least squares (as
-``volumetric.detector`` does), PoCA and the scattering angle follow
-(``volumetric.reconstruction.poca``), and the per-voxel statistics are written as
+``volumetric.physics.detector`` does), PoCA and the scattering angle follow
+(``volumetric.physics.reconstruction.poca``), and the per-voxel statistics are written as
 ``exposures/<days>d.nii.gz``. With arrival times, exposure ``d`` holds the muons with
 ``t_s <= d * 86400``; without them all muons form one exposure labelled with the single ``days``
 given. With a geometry the case also gets ``geometry.json``, ``label.nii.gz`` and
@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volumetric.case import check_output_folder, exposure_filename
-from volumetric.geometry import Block, check_voxel_size, grid_shape, rasterise, save_geometry
-from volumetric.io import read_tracks, save_nifti, save_statistics, write_output_marker
-from volumetric.muons import SECONDS_PER_DAY
-from volumetric.reconstruction import poca
+from volumetric.data.io import check_output_folder, exposure_filename
+from volumetric.physics.geometry import Block, check_voxel_size, grid_shape, rasterise, save_geometry
+from volumetric.data.io import read_tracks, save_nifti, save_statistics, write_output_marker
+from volumetric.physics.muons import SECONDS_PER_DAY
+from volumetric.physics.reconstruction import poca
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
-from volumetric.statistics import ChannelAccumulator
+from volumetric.physics.statistics import ChannelAccumulator
 
 __all__ = ["Tracks", "read_track_file", "read_csv_hits", "read_root_hits", "fit_side", "reconstruct_case"]
 
@@ -219,7 +219,7 @@ def reconstruct_case(
     work = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    write_output_marker(work, "volumetric.importers.reconstruct_case")
+    write_output_marker(work, "volumetric.data.importers.reconstruct_case")
     try:
         summary = _write(work, tracks, masks, shape, float(voxel_mm), size, geometry, track_file,
                          float(theta_threshold_rad))

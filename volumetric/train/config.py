@@ -55,7 +55,7 @@ SEGMENT_INPUTS = ("raw", "upsampled", "both")
 
 @dataclass
 class DataConfig:
-    """Data pipeline (see ``volumetric.dataset.make_dataset``).
+    """Data pipeline (see ``volumetric.data.dataset.make_dataset``).
 
     Attributes:
         path: dataset folder (``dataset.json``); relative paths are taken from the working folder.

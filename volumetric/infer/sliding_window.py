@@ -1,35 +1,30 @@
-"""Whole-block prediction by sliding windows, and NIfTI in / NIfTI out.
+"""Whole-block prediction by sliding windows, with XY test-time augmentation.
 
 :func:`predict_volume` runs a registered net (``dense`` or ``joint``, see :mod:`nets`) over a
 whole ``(C, X, Y, Z)`` block with MONAI's
 :func:`~monai.inferers.sliding_window_inference`: windows of ``roi_size`` voxels run on
 ``sw_device`` (where the net's weights are, e.g. the GPU) and are blended with Gaussian
 weights into an output kept on ``device`` (the CPU by default, so a block larger than the
-GPU memory still fits). :func:`infer_nifti` reads a NIfTI volume and writes the upsampled
-volume, the label map and optionally the class probabilities with the input's affine.
+GPU memory still fits); :func:`predict_volume_tta` averages the 8 XY symmetries. Files in and out
+(NIfTI with the input's affine) are :func:`volumetric.infer.predictor.infer_file`'s job.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from nets.registry import net_kind
-from volumetric.io import load_nifti, save_nifti_affine
 
 __all__ = [
     "predict_volume",
     "resolve_roi",
     "check_spacing",
-    "output_paths",
-    "infer_nifti",
     "XY_SYMMETRIES",
     "xy_symmetry",
     "predict_volume_tta",
@@ -184,28 +179,13 @@ def check_spacing(affine: np.ndarray, trained_voxel_mm: float | Sequence[float],
     Raises:
         ValueError: naming both spacings when an axis differs by more than ``tolerance``.
     """
-    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    spacing = voxel_sizes(np.asarray(affine, dtype=np.float64))
     trained = np.broadcast_to(np.asarray(trained_voxel_mm, dtype=np.float64), (3,))
     if np.any(np.abs(spacing - trained) > tolerance * trained):
         raise ValueError(
             f"volume voxel spacing {tuple(np.round(spacing, 4).tolist())} mm differs from the model's training "
             f"spacing {tuple(trained.tolist())} mm (tolerance {tolerance:.0%}); resample the volume first"
         )
-
-
-def output_paths(in_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Output files of :func:`infer_nifti` for ``in_path``: ``image``, ``label``, ``probabilities``.
-
-    Names are ``<stem>_upsampled.nii.gz``, ``<stem>_label.nii.gz`` and
-    ``<stem>_probabilities.nii.gz`` where ``<stem>`` is the input name without ``.nii[.gz]``.
-    """
-    name = Path(in_path).name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.removesuffix(".nii")
-    out = Path(out_dir)
-    return {k: out / f"{stem}_{suffix}.nii.gz" for k, suffix in
-            (("image", "upsampled"), ("label", "label"), ("probabilities", "probabilities"))}
-
-
 
 
 def _split_outputs(out, dense_output: str | None) -> dict[str, torch.Tensor]:
@@ -216,116 +196,6 @@ def _split_outputs(out, dense_output: str | None) -> dict[str, torch.Tensor]:
     if kind not in ("image", "logits"):
         raise ValueError(f"dense_output must be 'image', 'logits' or None, got {dense_output!r}")
     return {kind: out}
-
-
-def infer_nifti(
-    net: nn.Module,
-    in_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    roi_size: int | Sequence[int] = (64, 64, 32),
-    segmenter: nn.Module | None = None,
-    trained_voxel_mm: float | Sequence[float] | None = None,
-    spacing_tolerance: float = 0.01,
-    save_probabilities: bool = False,
-    overwrite: bool = False,
-    dense_output: str | None = None,
-    **predict_kwargs,
-) -> dict[str, Path]:
-    """Predict a NIfTI volume and write NIfTI outputs with the input's affine.
-
-    ``net`` is an upsampler (dense, 1 channel: writes the upsampled volume), a segmenter
-    (dense, K channels: the label map), or a joint net (both). With ``segmenter`` given, the
-    pipeline is upsample -> segment: ``net``'s image is segmented by ``segmenter``. The label
-    map is the argmax of the logits (uint8); probabilities (``(X, Y, Z, K)`` float32 softmax)
-    only with ``save_probabilities``.
-
-    Args:
-        net: the first (or only) net.
-        in_path: input NIfTI, ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
-        out_dir: output folder (created); files named by :func:`output_paths`.
-        roi_size: window edge(s) in voxels (see :func:`predict_volume`).
-        segmenter: optional segmentation net run on ``net``'s image.
-        trained_voxel_mm: the model's training voxel edge in mm; checked by
-            :func:`check_spacing` when given.
-        spacing_tolerance: relative tolerance of that check.
-        save_probabilities: also write class probabilities.
-        overwrite: replace existing outputs instead of refusing.
-        dense_output: ``"image"`` or ``"logits"`` to name a dense net's output (default: one
-            channel is an image, more are logits).
-        **predict_kwargs: passed to :func:`predict_volume` (``overlap``, ``sw_batch_size``,
-            ``mode``, ``sw_device``, ``amp``, ``exposure_days``, ``progress``...).
-
-    Returns:
-        The written files by key: ``image``, ``label``, ``probabilities``.
-
-    Raises:
-        FileExistsError: if an output exists and ``overwrite`` is False (checked before running
-            the net when the outputs can be known from it).
-        ValueError: for a spacing mismatch or a bad input (see :func:`predict_volume`).
-    """
-    array, affine = load_nifti(in_path)
-    if trained_voxel_mm is not None:
-        check_spacing(affine, trained_voxel_mm, spacing_tolerance)
-    volume = array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
-    paths = output_paths(in_path, out_dir)
-    planned = _planned_keys(net, segmenter, dense_output, save_probabilities)
-    if planned is not None:
-        _refuse_existing(paths, planned, overwrite)
-    outputs = _split_outputs(predict_volume(net, volume, roi_size, **predict_kwargs), dense_output)
-    if segmenter is not None:
-        if "image" not in outputs:
-            raise ValueError("segmenter given but the first net produced no image to segment")
-        seg_kwargs = {k: v for k, v in predict_kwargs.items() if k != "exposure_days"}
-        outputs["logits"] = predict_volume(segmenter, outputs["image"], roi_size, **seg_kwargs)
-    wanted = _keys_for(set(outputs), save_probabilities)
-    _refuse_existing(paths, wanted, overwrite)
-    return _write_outputs(outputs, wanted, paths, affine)
-
-
-def _keys_for(produced: set[str], save_probabilities: bool) -> set[str]:
-    """Files written for net outputs ``produced`` (``image`` and/or ``logits``)."""
-    keys = {"image"} & produced
-    if "logits" in produced:
-        keys |= {"label", "probabilities"} if save_probabilities else {"label"}
-    return keys
-
-
-def _planned_keys(net, segmenter, dense_output, save_probabilities) -> set[str] | None:
-    """Files :func:`infer_nifti` will write, known before running the net (``None``: unknown)."""
-    spec = getattr(net, "net_spec", None)
-    if spec is not None and net_kind(spec["name"]) == "joint":
-        produced = {"image", "logits"}
-    elif dense_output is not None:
-        produced = {dense_output}
-    elif isinstance(getattr(net, "out_channels", None), int):
-        produced = {"image" if net.out_channels == 1 else "logits"}
-    else:
-        return None
-    if segmenter is not None:
-        produced |= {"logits"}
-    return _keys_for(produced, save_probabilities)
-
-
-def _refuse_existing(paths: dict[str, Path], keys: set[str], overwrite: bool) -> None:
-    existing = [str(paths[k]) for k in sorted(keys) if paths[k].exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"outputs exist: {', '.join(existing)}; pass overwrite=True to replace them")
-
-
-def _write_outputs(outputs: dict[str, torch.Tensor], wanted: set[str], paths: dict[str, Path], affine) -> dict:
-    written = {}
-    if "image" in wanted:
-        image = outputs["image"].cpu().numpy()
-        save_nifti_affine(paths["image"], image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1), affine)
-        written["image"] = paths["image"]
-    if "label" in wanted:
-        save_nifti_affine(paths["label"], outputs["logits"].argmax(0).to(torch.uint8).cpu().numpy(), affine)
-        written["label"] = paths["label"]
-    if "probabilities" in wanted:
-        probs = torch.softmax(outputs["logits"], 0).cpu().numpy()
-        save_nifti_affine(paths["probabilities"], np.moveaxis(probs, 0, -1).astype(np.float32), affine)
-        written["probabilities"] = paths["probabilities"]
-    return written
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from volumetric.detector import Detector, measure_tracks
-from volumetric.muons import SECONDS_PER_DAY, EcoMugFlux
-from volumetric.reconstruction import PocaResult, poca
+from volumetric.physics.detector import Detector, measure_tracks
+from volumetric.physics.muons import SECONDS_PER_DAY, EcoMugFlux
+from volumetric.physics.reconstruction import PocaResult, poca
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
-from volumetric.statistics import ChannelAccumulator
-from volumetric.transport import MaterialGrid, TrackState, transport_through_block
+from volumetric.physics.statistics import ChannelAccumulator
+from volumetric.physics.transport import MaterialGrid, TrackState, transport_through_block
 
 __all__ = ["DetectedMuons", "Exposure", "SimulationCounts", "simulate_chunk", "iter_exposures", "chunk_seeds"]
 

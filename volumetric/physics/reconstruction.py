@@ -10,7 +10,7 @@ The PoCA is the midpoint of the two closest points, the distance of closest appr
 their separation, and the scattering angle is ``atan2(|v1 x v2|, v1 . v2)``. Computed in float64.
 
 The per-voxel statistics built from PoCA points and measured lines live in
-``volumetric.statistics`` (channels declared in ``volumetric.schema``).
+``volumetric.physics.statistics`` (channels declared in ``volumetric.schema``).
 """
 
 from __future__ import annotations

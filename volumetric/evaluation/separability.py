@@ -32,15 +32,14 @@ at each face), where the PoCA statistics are dominated by the faces rather than 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from volumetric.case import exposure_filename
-from volumetric.io import load_nifti, statistics_channels
+from volumetric.data.io import exposure_filename
+from volumetric.data.io import load_nifti, read_json_object, statistics_channels
 from volumetric.schema import CHANNEL_NAMES, CLASS_NAMES, LEGACY_CHANNEL_NAMES, channel, check_channel_names
 from volumetric.schema import per_muon_name
 
@@ -205,27 +204,15 @@ def voxel_features(sums: np.ndarray, channels: Sequence[str], smooth: bool) -> d
 # Case folders
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: malformed JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _simulation(folder: Path) -> dict:
     path = folder / "simulation.json"
-    return _read_json(path) if path.is_file() else {}
+    return read_json_object(path) if path.is_file() else {}
 
 
 def exposure_channels(path, simulation: Mapping | None = None) -> list[str]:
     """Channel names of an exposure file.
 
-    From the file itself (:func:`volumetric.io.statistics_channels`), else from
+    From the file itself (:func:`volumetric.data.io.statistics_channels`), else from
     ``simulation["statistics_channels"]``, else the legacy three
     (:data:`volumetric.schema.LEGACY_CHANNEL_NAMES`).
     """
@@ -259,7 +246,7 @@ def dataset_case_folders(root, split: str = "test") -> list[Path]:
         ValueError: if the split is unknown or ``dataset.json`` lacks ``splits``.
     """
     root = Path(root)
-    meta = _read_json(root / "dataset.json")
+    meta = read_json_object(root / "dataset.json")
     splits = meta.get("splits")
     if not isinstance(splits, dict):
         raise ValueError(f"{root / 'dataset.json'}: no 'splits' mapping")
@@ -282,9 +269,9 @@ def dataset_equivalent_days(root) -> dict[float, float] | None:
     Raises:
         ValueError: if ``equivalent_days`` is not parallel to ``checkpoints_days``.
     """
-    from volumetric.dataset import equivalent_days
+    from volumetric.data.dataset import equivalent_days
 
-    return equivalent_days(_read_json(Path(root) / "dataset.json")) or None
+    return equivalent_days(read_json_object(Path(root) / "dataset.json")) or None
 
 
 def _scored_labels(folder: Path, trim_layers: int) -> np.ndarray:

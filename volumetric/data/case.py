@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volumetric.detector import Detector, default_detector
-from volumetric.geometry import Block, RasterisedBlock, check_voxel_size, rasterise, save_geometry
-from volumetric.io import OUTPUT_MARKER, TrackWriter, has_output_marker, save_nifti, save_statistics
-from volumetric.io import write_output_marker
-from volumetric.muons import EcoMugFlux
+from volumetric.physics.detector import Detector, default_detector
+from volumetric.physics.geometry import Block, RasterisedBlock, check_voxel_size, rasterise, save_geometry
+from volumetric.data.io import TrackWriter, check_output_folder, exposure_filename, save_nifti, save_statistics
+from volumetric.data.io import write_output_marker
+from volumetric.physics.muons import EcoMugFlux
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
-from volumetric.report import mean_theta2_mrad2, save_slice_montage
-from volumetric.simulate import DetectedMuons, SimulationCounts, iter_exposures
-from volumetric.transport import MaterialGrid
+from volumetric.figures import mean_theta2_mrad2, save_slice_montage
+from volumetric.physics.simulate import DetectedMuons, SimulationCounts, iter_exposures
+from volumetric.physics.transport import MaterialGrid
 
-__all__ = ["material_grid", "exposure_filename", "simulate_case", "check_output_folder"]
+__all__ = ["material_grid", "simulate_case"]
 
 
 def material_grid(raster: RasterisedBlock) -> MaterialGrid:
@@ -49,34 +49,6 @@ def material_grid(raster: RasterisedBlock) -> MaterialGrid:
     return MaterialGrid(
         torch.from_numpy(raster.inv_x0_per_mm), torch.from_numpy(raster.stopping_power_mev_per_mm), (v, v, v)
     )
-
-
-def exposure_filename(days: float) -> str:
-    """``exposures/<days>d.nii.gz`` with the shortest exact decimal, e.g. ``0.25d``, ``100d``."""
-    return f"exposures/{float(days):g}d.nii.gz"
-
-
-def check_output_folder(out_dir: Path, overwrite: bool) -> None:
-    """Check that ``out_dir`` may receive (or, with ``overwrite``, lose) an output folder.
-
-    A folder holding nothing but the :data:`~volumetric.io.OUTPUT_MARKER` counts as empty.
-    A non-empty folder is refused unless ``overwrite``, and even then unless it carries the
-    marker, so that ``--overwrite`` never deletes files volumetric did not write.
-
-    Raises:
-        FileExistsError: for a file in the way, a non-empty folder without ``overwrite``, or a
-            non-empty folder without the marker.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    if not out_dir.is_dir() or all(p.name == OUTPUT_MARKER for p in out_dir.iterdir()):
-        return
-    if not overwrite:
-        raise FileExistsError(f"{out_dir}: folder exists and is not empty; pass --overwrite or choose another --out")
-    if not has_output_marker(out_dir):
-        raise FileExistsError(f"{out_dir}: holds files not written by volumetric (no {OUTPUT_MARKER} marker); "
-                              f"refusing to delete them; choose another --out")
 
 
 def _track_records(muons: DetectedMuons) -> dict[str, np.ndarray]:
@@ -136,7 +108,7 @@ def simulate_case(
         The ``simulation.json`` content (settings, counts, timing).
 
     Raises:
-        ValueError: for a voxel that does not tile the block (:func:`volumetric.geometry.check_voxel_size`).
+        ValueError: for a voxel that does not tile the block (:func:`volumetric.physics.geometry.check_voxel_size`).
         FileExistsError: for an output folder that may not be replaced (:func:`check_output_folder`).
     """
     out_dir = Path(out_dir)
@@ -152,7 +124,7 @@ def simulate_case(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        write_output_marker(work, "volumetric.case.simulate_case")
+        write_output_marker(work, "volumetric.data.case.simulate_case")
         summary = _write_case(block, work, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
                               save_tracks, device, progress, settings)
         if out_dir.exists():

@@ -26,6 +26,9 @@ __all__ = [
     "save_statistics",
     "statistics_channels",
     "atomic_path",
+    "read_json_object",
+    "exposure_filename",
+    "check_output_folder",
     "OUTPUT_MARKER",
     "write_output_marker",
     "has_output_marker",
@@ -85,7 +88,7 @@ def write_output_marker(folder, written_by: str) -> Path:
     Args:
         folder: the output folder (write the marker only into a folder that volumetric
             created or found empty).
-        written_by: the function that writes the folder, e.g. ``volumetric.case.simulate_case``.
+        written_by: the function that writes the folder, e.g. ``volumetric.data.case.simulate_case``.
 
     Returns:
         The marker's path.
@@ -152,6 +155,20 @@ def statistics_channels(path) -> list[str] | None:
         if isinstance(content, dict) and isinstance(content.get(CHANNELS_KEY), list):
             return [str(c) for c in content[CHANNELS_KEY]]
     return None
+
+
+def read_json_object(path) -> dict:
+    """A JSON file that must hold an object; clear errors name a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: malformed JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load_nifti(path) -> tuple[np.ndarray, np.ndarray]:
@@ -227,3 +244,31 @@ def read_tracks(path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
             return {name: f[name][()] for name in TRACK_DATASETS}, dict(f.attrs)
     except OSError as err:
         raise ValueError(f"{path}: not a readable HDF5 tracks file ({err})") from None
+
+
+def exposure_filename(days: float) -> str:
+    """``exposures/<days>d.nii.gz`` with the shortest exact decimal, e.g. ``0.25d``, ``100d``."""
+    return f"exposures/{float(days):g}d.nii.gz"
+
+
+def check_output_folder(out_dir: Path, overwrite: bool) -> None:
+    """Check that ``out_dir`` may receive (or, with ``overwrite``, lose) an output folder.
+
+    A folder holding nothing but the :data:`~volumetric.data.io.OUTPUT_MARKER` counts as empty.
+    A non-empty folder is refused unless ``overwrite``, and even then unless it carries the
+    marker, so that ``--overwrite`` never deletes files volumetric did not write.
+
+    Raises:
+        FileExistsError: for a file in the way, a non-empty folder without ``overwrite``, or a
+            non-empty folder without the marker.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    if not out_dir.is_dir() or all(p.name == OUTPUT_MARKER for p in out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out_dir}: folder exists and is not empty; pass --overwrite or choose another --out")
+    if not has_output_marker(out_dir):
+        raise FileExistsError(f"{out_dir}: holds files not written by volumetric (no {OUTPUT_MARKER} marker); "
+                              f"refusing to delete them; choose another --out")

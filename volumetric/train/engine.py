@@ -24,7 +24,7 @@ Exposure-conditioned nets (``conditioning: film|channel``) receive ``exposure_da
                           world size, whether TensorBoard events are written (tensorboard may be absent)
     metrics.jsonl         one JSON object a line: ``split: train`` (means of the losses, ``step_s`` and
                           ``data_s`` since the previous line) and ``split: val`` (``val_l1``/``val_dice``)
-    checkpoints/last.pt   every ``train.checkpoint_every`` steps and at the end (``volumetric.checkpoint``)
+    checkpoints/last.pt   every ``train.checkpoint_every`` steps and at the end (``volumetric.infer.checkpoint``)
     checkpoints/best.pt   at the best validation (``validation.metric``)
     tensorboard/          events, only when tensorboard is installed
 
@@ -74,10 +74,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from volumetric.checkpoint import FORMAT, build_net, load_checkpoint, save_checkpoint
-from volumetric.config import Config, config_to_dict, load_config, save_config
+from volumetric.infer.checkpoint import FORMAT, build_net, load_checkpoint, save_checkpoint
+from volumetric.train.config import Config, config_to_dict, load_config, save_config
+from volumetric.infer.pipeline import InputPipeline
 from volumetric.schema import channel_indices, legacy_channel_names
-from volumetric.losses import (
+from volumetric.train.losses import (
     critic_wasserstein_loss,
     dice_ce_loss,
     generator_wasserstein_loss,
@@ -88,7 +89,6 @@ from volumetric.losses import (
 __all__ = [
     "NUM_CLASSES",
     "Distributed",
-    "InputPipeline",
     "Batcher",
     "setup_distributed",
     "resolve_device",
@@ -239,55 +239,6 @@ class Batcher:
 # the network wrapper
 
 
-def _conditioned(net: nn.Module) -> bool:
-    return getattr(net, "conditioning", None) is not None
-
-
-class InputPipeline(nn.Module):
-    """What the trained net sees: channel selection, optional frozen upsampler, the net itself.
-
-    Takes the full normalised input ``(B, C, X, Y, Z)`` (every channel of ``layout``) so that
-    :func:`predict_volume` can run it on whole volumes; passes ``exposure_days`` ``(B,)`` only to
-    exposure-conditioned nets.
-
-    Args:
-        net: the trained net (possibly compiled).
-        input_channels: positions in the input of the channels given to ``net`` (``raw`` part).
-        upsampler: frozen upsampler (segment task) or ``None``.
-        upsampler_channels: positions of the upsampler's input channels.
-        segment_input: ``raw``, ``upsampled`` or ``both``.
-        in_channels: channels ``C`` of the full input.
-    """
-
-    def __init__(self, net: nn.Module, input_channels: Sequence[int], upsampler: nn.Module | None = None,
-                 upsampler_channels: Sequence[int] = (), segment_input: str = "raw", in_channels: int = 3) -> None:
-        super().__init__()
-        self.net = net
-        self.upsampler = upsampler
-        self.segment_input = segment_input
-        self.register_buffer("input_index", torch.tensor(list(input_channels)), persistent=False)
-        self.register_buffer("upsampler_index", torch.tensor(list(upsampler_channels), dtype=torch.long),
-                             persistent=False)
-        self.in_channels = int(in_channels)
-        multiples = [int(getattr(net, "size_multiple", 1))]
-        if upsampler is not None:
-            multiples.append(int(getattr(upsampler, "size_multiple", 1)))
-        self.size_multiple = math.lcm(*multiples)
-
-    def forward(self, x: torch.Tensor, exposure_days: torch.Tensor | None = None):
-        """``x`` ``(B, C, X, Y, Z)`` -> the net's output (tensor or ``{"image", "logits"}``)."""
-        parts = []
-        if self.upsampler is None or self.segment_input in ("raw", "both"):
-            parts.append(x.index_select(1, self.input_index))
-        if self.upsampler is not None and self.segment_input in ("upsampled", "both"):
-            with torch.no_grad():
-                up_in = x.index_select(1, self.upsampler_index)
-                days = exposure_days if _conditioned(self.upsampler) else None
-                parts.append(self.upsampler(up_in, days).detach())
-        net_in = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        return self.net(net_in, exposure_days if _conditioned(self.net) else None)
-
-
 # ---------------------------------------------------------------------------------------------
 # building the state of a run
 
@@ -398,7 +349,7 @@ def _check_patch_fits(patch: Sequence[int], path) -> None:
 
 
 def _datasets(config: Config, normalisation: dict | None):
-    from volumetric.dataset import make_dataset
+    from volumetric.data.dataset import make_dataset
 
     d = config.data
     train = make_dataset(d.path, "train", patch_size=tuple(d.patch_size), sampling=d.sampling,
@@ -689,8 +640,8 @@ def validate(run: _Run) -> dict[str, float]:
     ``val_l1``: mean absolute error of the predicted normalised target channels;
     ``val_dice``: mean Dice over the foreground classes present (nanmean).
     """
-    from volumetric.inference import predict_volume
-    from volumetric.metrics import dice_iou_per_class, nanmean_classes
+    from volumetric.infer.sliding_window import predict_volume
+    from volumetric.evaluation.metrics import dice_iou_per_class, nanmean_classes
 
     v = run.config.validation
     dataset, days = run.val_data
@@ -823,7 +774,7 @@ def _logged_by(line: str, step: int) -> bool:
 
 def _roll_back_log(path: Path, step: int) -> None:
     """Drop the lines logged after ``step`` (the resumed checkpoint's), atomically: the resumed run logs them again."""
-    from volumetric.io import atomic_path
+    from volumetric.data.io import atomic_path
 
     if not path.is_file():
         return

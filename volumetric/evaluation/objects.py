@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
-from volumetric.dataset import CLASS_NAMES as DATASET_CLASS_NAMES
+from volumetric.schema import CLASS_NAMES as DATASET_CLASS_NAMES
 
 __all__ = ["FoundObject", "find_objects", "objects_as_dicts"]
 
@@ -48,7 +49,7 @@ class FoundObject:
 
 
 def _spacing(affine: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    return voxel_sizes(np.asarray(affine, dtype=np.float64))
 
 
 def _check(label_map: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

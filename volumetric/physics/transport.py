@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from volumetric.muons import MUON_MASS_GEV
+from volumetric.physics.muons import MUON_MASS_GEV
 
 __all__ = ["HIGHLAND_MEV", "MaterialGrid", "TrackState", "highland_theta0_rad", "transport_through_block"]
 
@@ -194,7 +194,7 @@ def _palette(inv_x0: torch.Tensor, stopping: torch.Tensor):
 
 
 def _air_values() -> tuple[float, float]:
-    from volumetric.materials import get_material
+    from volumetric.physics.materials import get_material
 
     air = get_material("air")
     return 1.0 / air.x0_mm, air.stopping_power_mev_per_mm

@@ -1,7 +1,7 @@
 """Whole-volume evaluation metrics: overlap, image quality, equivalent days, objects, z-smearing.
 
 All volumes are ``(X, Y, Z)`` arrays in the block frame (z up, index ``k = 0`` at the bottom
-face), as written by :func:`volumetric.geometry.rasterise` and :mod:`volumetric.io`.
+face), as written by :func:`volumetric.physics.geometry.rasterise` and :mod:`volumetric.data.io`.
 
 * **Overlap** (:func:`dice_iou_per_class`): Dice and IoU per class from integer label maps
   (``0 concrete, 1 rebar, 2 duct, 3 void, 4 unknown``), NaN for a class absent from both maps
@@ -11,7 +11,7 @@ face), as written by :func:`volumetric.geometry.rasterise` and :mod:`volumetric.
 * **Equivalent days** (:func:`equivalent_days`): the raw exposure whose metric curve reaches a
   given value (how many days of muons the upsampler saves).
 * **Objects** (:func:`object_masks`, :func:`match_objects`, :func:`detection_rate`): per
-  object of a :class:`~volumetric.geometry.Block` its true voxels, the fraction of them
+  object of a :class:`~volumetric.physics.geometry.Block` its true voxels, the fraction of them
   predicted as its class and whether it was found.
 * **z-smearing** (:func:`z_smearing`): the extra spread of a reconstructed object along z,
   as an equivalent Gaussian blur in mm (see the function for the definition).
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric, compute_dice
 
-from volumetric.geometry import (
+from volumetric.physics.geometry import (
     LABEL_DUCT,
     LABEL_REBAR,
     LABEL_UNKNOWN,
@@ -326,7 +326,7 @@ def object_masks(
 ) -> Iterator[tuple[ObjectInfo, np.ndarray]]:
     """Yield every object of ``block`` with its true voxel mask.
 
-    A mask is the object's class in :func:`~volumetric.geometry.rasterise` of a block holding
+    A mask is the object's class in :func:`~volumetric.physics.geometry.rasterise` of a block holding
     only that object (same size and matrix). If ``true_label`` (the full block's label map) is
     given, voxels where a higher-priority object painted over this one are removed (mask AND
     ``true_label == label``). Each object costs one rasterisation of the whole grid.

@@ -1,0 +1,1 @@
+"""Training: typed configs, the training loop per task, losses."""
