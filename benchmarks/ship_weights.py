@@ -61,7 +61,8 @@ def _exported_dice(segmenter: Path, case_dir: Path, days: float, voxel_mm: float
 
     from volumetric.data.io import load_nifti
     from volumetric.evaluation.metrics import dice_iou_per_class
-    from volumetric.infer.predictor import load_model, predict, read_input
+    from volumetric.infer.predictor import load_model, predict
+    from volumetric.infer.files import read_input
 
     raw, _, _, _, channels = read_input(case_dir / "input.nii.gz")
     label = predict(load_model(segmenter), raw, days, voxel_mm, channels=channels).label.numpy()

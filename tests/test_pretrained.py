@@ -8,7 +8,8 @@ import pytest
 from volumetric.data.io import load_nifti
 from volumetric.evaluation.metrics import dice_iou_per_class
 from volumetric.pretrained import WEIGHTS_DIR, load_pretrained, manifest, pretrained_path
-from volumetric.infer.predictor import predict, read_input
+from volumetric.infer.predictor import predict
+from volumetric.infer.files import read_input
 
 ROOT = WEIGHTS_DIR.parent.parent
 CLASSES = ("concrete", "rebar", "duct", "void", "unknown")

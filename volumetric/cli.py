@@ -201,7 +201,8 @@ def _add_infer_parser(sub) -> None:
 
 
 def _run_infer(args) -> int:
-    from volumetric.infer.predictor import WindowSettings, infer_file, load_model, resolve_device
+    from volumetric.infer.predictor import WindowSettings, load_model, resolve_device
+    from volumetric.infer.files import infer_file
 
     device = resolve_device(args.device)
     model = load_model(args.run or args.checkpoint, device)

@@ -37,7 +37,8 @@ def _mean_theta2_image(prediction) -> np.ndarray:
 
 
 def _predict(case_dir: Path, days: float, voxel_mm: float, device: str, weights_dir: Path, progress: bool):
-    from volumetric.infer.predictor import WindowSettings, predict, read_input
+    from volumetric.infer.predictor import WindowSettings, predict
+    from volumetric.infer.files import read_input
 
     raw, affine, _, _, channels = read_input(case_dir, days)
     upsampler = load_pretrained("upsampler", device, weights_dir)

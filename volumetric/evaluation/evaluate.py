@@ -76,9 +76,9 @@ from volumetric.infer.predictor import (
     load_model,
     normalise_input,
     predict,
-    read_input,
     select_channels,
 )
+from volumetric.infer.files import read_input
 
 __all__ = ["FORMAT", "SOURCES", "METRIC_CHANNEL", "Plan", "build_plan", "evaluate", "void_bins_mm"]
 
