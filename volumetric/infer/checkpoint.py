@@ -119,6 +119,7 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
         payload = {**payload, "weights_sha256": {name: weights_digest(state) for name, state in parts.items()}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # not io.atomic_path: stricter, it fsyncs before the rename so a crash cannot leave an empty last.pt
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
