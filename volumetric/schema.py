@@ -48,6 +48,9 @@ __all__ = [
     "muon_weights",
     "per_muon_name",
     "non_negative",
+    "Task",
+    "TASKS",
+    "task_spec",
     "channel_indices",
     "legacy_channel_names",
 ]
@@ -55,6 +58,41 @@ __all__ = [
 CLASS_NAMES: tuple[str, ...] = ("concrete", "rebar", "duct", "void", "unknown")
 """Label ids 0..4 (concrete is the background class)."""
 NUM_CLASSES = len(CLASS_NAMES)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a training task's model is and gives (read by training, inference and evaluation).
+
+    Attributes:
+        name: ``upsample``, ``segment`` or ``joint``.
+        net_kind: registry kind of its net (``dense``: one output tensor; ``joint``: a dict).
+        has_image: the model predicts an image (normalised statistics of the target exposure).
+        has_logits: the model predicts class logits.
+        dense_output: for a ``dense`` net, which output its tensor is (``image`` or ``logits``).
+        val_metric: in-training validation metric (``l1`` on the image, ``dice`` on the classes).
+    """
+
+    name: str
+    net_kind: str
+    has_image: bool
+    has_logits: bool
+    dense_output: str | None
+    val_metric: str
+
+
+TASKS: dict[str, Task] = {
+    "upsample": Task("upsample", "dense", True, False, "image", "l1"),
+    "segment": Task("segment", "dense", False, True, "logits", "dice"),
+    "joint": Task("joint", "joint", True, True, None, "dice"),
+}
+
+
+def task_spec(name: str) -> Task:
+    """The :class:`Task` called ``name``; a ``ValueError`` names the known tasks."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {tuple(TASKS)}")
+    return TASKS[name]
 CLASS_COLOURS: tuple[str, ...] = ("#d9d9d9", "#d62728", "#1f77b4", "#ffffff", "#ff7f0e")
 """Display colour of each class id (concrete grey, rebar red, duct blue, void white, unknown orange)."""
 

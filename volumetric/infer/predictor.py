@@ -41,6 +41,7 @@ from torch import nn
 from transforms.normalise import ScatteringNormalise, check_normalisation, normalised_to_per_muon
 from transforms.normalise import per_muon_to_normalised
 from volumetric.schema import LEGACY_CHANNEL_NAMES, channel_indices
+from volumetric.schema import TASKS, task_spec
 from volumetric.schema import legacy_channel_names, non_negative
 from volumetric.infer.pipeline import InputPipeline, is_conditioned
 from volumetric.infer.checkpoint import build_net, check_compatible, load_checkpoint
@@ -99,11 +100,11 @@ class LoadedModel:
 
     @property
     def has_image(self) -> bool:
-        return self.task in ("upsample", "joint")
+        return task_spec(self.task).has_image
 
     @property
     def has_logits(self) -> bool:
-        return self.task in ("segment", "joint")
+        return task_spec(self.task).has_logits
 
     @property
     def voxel_mm(self) -> float | None:
@@ -202,7 +203,7 @@ def _default_roi(config: dict) -> tuple[int, ...]:
 
 
 def _check_payload(path: Path, ckpt: dict) -> None:
-    if ckpt.get("task") not in ("upsample", "segment", "joint"):
+    if ckpt.get("task") not in TASKS:
         raise ValueError(f"{path}: checkpoint task {ckpt.get('task')!r} is not upsample, segment or joint")
     for key in ("normalisation", "data"):
         if not ckpt.get(key):
@@ -361,7 +362,7 @@ def compose_input(raw_normalised: torch.Tensor, image: torch.Tensor, image_chann
 
 
 def _dense_output(model: LoadedModel) -> str | None:
-    return {"upsample": "image", "segment": "logits"}.get(model.task)
+    return task_spec(model.task).dense_output
 
 
 def _check_exposure(model: LoadedModel, exposure_days: float | None) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Union
 import yaml
 
 from volumetric.schema import CHANNEL_NAMES
+from volumetric.schema import TASKS as TASK_SPECS
 
 __all__ = [
     "DataConfig",
@@ -47,7 +48,7 @@ __all__ = [
     "save_config",
 ]
 
-TASKS = ("upsample", "segment", "joint")
+TASKS = tuple(TASK_SPECS)
 DEFAULT_TARGET_CHANNELS = ("sum_theta2_rad2", "sum_log_theta", "path_sum_log_theta")  # per-muon mean images
 MODES = ("gan", "l1", "l2")
 SEGMENT_INPUTS = ("raw", "upsampled", "both")

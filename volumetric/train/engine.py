@@ -69,6 +69,7 @@ from volumetric.infer.checkpoint import build_net, load_checkpoint
 from volumetric.train.config import Config, load_config
 from volumetric.infer.pipeline import InputPipeline
 from volumetric.schema import channel_indices, legacy_channel_names
+from volumetric.schema import task_spec
 from volumetric.train.losses import (
     dice_ce_loss,
 )
@@ -150,7 +151,7 @@ def _load_upsampler(config: Config, device: torch.device):
 def _check_settings(config: Config) -> None:
     """Settings checks that need no data or weights: net kinds, the patch against the dataset's shape."""
     task = config.train.task
-    _check_kind(config.model.name, "joint" if task == "joint" else "dense", "model.name")
+    _check_kind(config.model.name, task_spec(task).net_kind, "model.name")
     if task == "upsample" and config.train.mode == "gan":
         _check_kind(config.critic.name, "critic", "critic.name")
     _check_patch_fits(config.data.patch_size, config.data.path)
@@ -276,7 +277,7 @@ def _build_run(config: Config, run_dir: Path, dist: Distributed, resume: dict | 
     )
     if critic is not None:
         run.critic_optimizer = _adam(critic.parameters(), config.critic.lr, config.critic.betas)
-    if t.task in ("segment", "joint"):
+    if task_spec(t.task).has_logits:
         run.dice_ce = dice_ce_loss(NUM_CLASSES, o.class_weights, o.lambda_dice, o.lambda_ce).to(device)
     if resume:
         _restore(run, resume)

@@ -16,6 +16,7 @@ from volumetric.train.losses import (
     image_loss,
 )
 from volumetric.schema import NUM_CLASSES
+from volumetric.schema import task_spec
 from volumetric.train.batches import _derived_seed
 from volumetric.train.distributed import _sync_grads
 from volumetric.train.checkpoints import _save
@@ -126,7 +127,7 @@ def _train_step(run: _Run, step: int) -> tuple[dict[str, float], float]:
 def _val_metric(run: _Run) -> str:
     if run.config.validation.metric:
         return run.config.validation.metric
-    return "l1" if run.config.train.task == "upsample" else "dice"
+    return task_spec(run.config.train.task).val_metric
 
 
 def validate(run: _Run) -> dict[str, float]:
@@ -148,8 +149,8 @@ def validate(run: _Run) -> dict[str, float]:
         out = predict_volume(run.pipeline, torch.as_tensor(item["image"]).float(), roi, overlap=v.overlap,
                              sw_batch_size=v.sw_batch_size, device="cpu", sw_device=run.device, amp=run.amp,
                              exposure_days=float(days))
-        image = out["image"] if isinstance(out, dict) else (out if run.config.train.task == "upsample" else None)
-        logits = out["logits"] if isinstance(out, dict) else (out if run.config.train.task == "segment" else None)
+        outputs = out if isinstance(out, dict) else {task_spec(run.config.train.task).dense_output: out}
+        image, logits = outputs.get("image"), outputs.get("logits")
         if image is not None:
             target = torch.as_tensor(item["target"]).float()[run.target_index.cpu()]
             l1s.append(float((image - target).abs().mean()))
