@@ -138,12 +138,14 @@ class ChannelAccumulator:
 
     def volumes(self) -> torch.Tensor:
         """A copy of the sums as ``(C, X, Y, Z)`` float64 on the CPU, channels in :attr:`channels` order."""
-        columns = {r.name: self._poca[:, i] for i, r in enumerate(self._poca_rows)}
-        nx, ny, nz = self.shape
-        columns = {name: column.reshape(self.shape) for name, column in columns.items()}
-        columns.update({r.name: self._path[i].reshape(nz, nx + 2, ny + 2)[:, 1:-1, 1:-1].permute(1, 2, 0)
-                        for i, r in enumerate(self._path_rows)})
+        columns = {r.name: self._poca[:, i].reshape(self.shape) for i, r in enumerate(self._poca_rows)}
+        columns.update({r.name: self._path_volume(i) for i, r in enumerate(self._path_rows)})
         return torch.stack([columns[n] for n in self.channels]).cpu().contiguous()
+
+    def _path_volume(self, i: int) -> torch.Tensor:
+        """Path channel ``i`` as an ``(X, Y, Z)`` view (the padded ring dropped)."""
+        nx, ny, nz = self.shape
+        return self._path[i].reshape(nz, nx + 2, ny + 2)[:, 1:-1, 1:-1].permute(1, 2, 0)
 
     def occupancy(self) -> dict:
         """Mean PoCA points and path tracks per voxel over the grid (the block), and PoCA outside it."""
@@ -153,5 +155,5 @@ class ChannelAccumulator:
         if "count" in names[0]:
             out["poca_points_per_voxel"] = float(self._poca[:, names[0].index("count")].sum()) / n_voxels
         if "path_count" in names[1]:
-            out["path_tracks_per_voxel"] = float(self.volumes()[self.channels.index("path_count")].sum()) / n_voxels
+            out["path_tracks_per_voxel"] = float(self._path_volume(names[1].index("path_count")).sum()) / n_voxels
         return out
