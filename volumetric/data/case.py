@@ -40,7 +40,7 @@ from volumetric.figures import mean_theta2_mrad2, save_slice_montage
 from volumetric.physics.simulate import DetectedMuons, SimulationCounts, iter_exposures
 from volumetric.physics.transport import MaterialGrid
 
-__all__ = ["material_grid", "simulate_case"]
+__all__ = ["material_grid", "simulate_case", "write_truth", "write_exposure"]
 
 
 def material_grid(raster: RasterisedBlock) -> MaterialGrid:
@@ -138,11 +138,8 @@ def simulate_case(
 def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk_muons, save_tracks, device,
                 progress, settings) -> dict:
     start = time.perf_counter()
-    raster = rasterise(block, voxel_mm)
-    save_geometry(block, work / "geometry.json")
+    raster = write_truth(work, block, voxel_mm)
     v3 = (raster.voxel_mm,) * 3
-    save_nifti(work / "label.nii.gz", raster.label, v3)
-    save_nifti(work / "inv_x0_per_mm.nii.gz", raster.inv_x0_per_mm.astype(np.float32), v3)
     counts = SimulationCounts()
     attributes = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in settings.items()}
     with TrackWriter(save_tracks, attributes) if save_tracks else contextlib.nullcontext() as writer:
@@ -168,6 +165,21 @@ def _write_exposures(exposures, work: Path, voxel3) -> tuple[np.ndarray, dict]:
     last, occupancy = None, {}
     for exposure in exposures:
         last = exposure.sums.numpy()
-        save_statistics(work / exposure_filename(exposure.days), last, exposure.channels, voxel3)
+        write_exposure(work, exposure.days, last, exposure.channels, voxel3)
         occupancy[f"{exposure.days:g}"] = exposure.occupancy
     return last, occupancy
+
+
+def write_truth(folder: Path, block: Block, voxel_mm: float) -> RasterisedBlock:
+    """Write what a block is: ``geometry.json``, ``label.nii.gz`` and ``inv_x0_per_mm.nii.gz``; returns the raster."""
+    raster = rasterise(block, voxel_mm)
+    save_geometry(block, Path(folder) / "geometry.json")
+    v3 = (raster.voxel_mm,) * 3
+    save_nifti(Path(folder) / "label.nii.gz", raster.label, v3)
+    save_nifti(Path(folder) / "inv_x0_per_mm.nii.gz", raster.inv_x0_per_mm.astype(np.float32), v3)
+    return raster
+
+
+def write_exposure(folder: Path, days: float, sums: np.ndarray, channels, voxel3) -> Path:
+    """Write one exposure's statistics ``(C, X, Y, Z)`` as ``exposures/<days>d.nii.gz`` with its channel names."""
+    return save_statistics(Path(folder) / exposure_filename(days), sums, channels, voxel3)

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volumetric.data.io import check_output_folder, exposure_filename
-from volumetric.physics.geometry import Block, check_voxel_size, grid_shape, rasterise, save_geometry
-from volumetric.data.io import read_tracks, save_nifti, save_statistics, write_output_marker
+from volumetric.data.case import write_exposure, write_truth
+from volumetric.data.io import check_output_folder
+from volumetric.physics.geometry import Block, check_voxel_size, grid_shape
+from volumetric.data.io import read_tracks, write_output_marker
 from volumetric.physics.muons import SECONDS_PER_DAY
 from volumetric.physics.reconstruction import poca
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
@@ -246,14 +247,11 @@ def _block_size(track_file, geometry, block_size_mm):
 def _write(work: Path, tracks, masks, shape, voxel_mm, size, geometry, track_file, theta_threshold_rad) -> dict:
     v3 = (voxel_mm,) * 3
     if geometry is not None:
-        raster = rasterise(geometry, voxel_mm)
-        save_geometry(geometry, work / "geometry.json")
-        save_nifti(work / "label.nii.gz", raster.label, v3)
-        save_nifti(work / "inv_x0_per_mm.nii.gz", raster.inv_x0_per_mm.astype(np.float32), v3)
+        write_truth(work, geometry, voxel_mm)
     counts, occupancy = {}, {}
     for d, mask in masks:
         sums, occupancy[f"{d:g}"] = _statistics(tracks, mask, shape, voxel_mm, size[2], theta_threshold_rad)
-        save_statistics(work / exposure_filename(d), sums, CHANNEL_NAMES, v3)
+        write_exposure(work, d, sums, CHANNEL_NAMES, v3)
         counts[f"{d:g}"] = int(mask.sum())
     summary = {"source": str(track_file), "voxel_mm": voxel_mm, "block_size_mm": list(size), "shape": list(shape),
                "checkpoints_days": [d for d, _ in masks], "muons_per_exposure": counts, "occupancy": occupancy,
