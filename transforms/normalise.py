@@ -81,10 +81,12 @@ def check_normalisation(params: Mapping) -> dict:
 
 
 def _as_channels(item, channels: Sequence[str]) -> np.ndarray:
-    from volumetric.data.io import load_nifti
+    from volumetric.data.io import load_statistics
 
     if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
-        array = np.moveaxis(load_nifti(item)[0], -1, 0)
+        array, _, names = load_statistics(item)
+        if tuple(names) != tuple(channels):
+            raise ValueError(f"{item}: channels {list(names)}, expected {list(channels)}")
     else:
         array = np.asarray(item)
     if array.shape[0] != len(channels):

@@ -25,6 +25,7 @@ __all__ = [
     "load_nifti",
     "save_statistics",
     "statistics_channels",
+    "load_statistics",
     "atomic_path",
     "read_json_object",
     "exposure_filename",
@@ -155,6 +156,39 @@ def statistics_channels(path) -> list[str] | None:
         if isinstance(content, dict) and isinstance(content.get(CHANNELS_KEY), list):
             return [str(c) for c in content[CHANNELS_KEY]]
     return None
+
+
+def load_statistics(path, case_folder=None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A statistics NIfTI as channel-first float32 ``(C, X, Y, Z)``, its affine and its channel names.
+
+    The one way a statistics file is read. Names come from the file (:func:`save_statistics`),
+    else the case folder's ``simulation.json`` / ``reconstruction.json``, else the channel count
+    (3: the legacy PoCA channels, 9: the full table of ``volumetric.schema``).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file (missing, corrupt, not ``(X, Y, Z, C)``,
+            unknown or miscounted channel names).
+    """
+    from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES, check_channel_names
+
+    array, affine = load_nifti(path)
+    if array.ndim != 4:
+        raise ValueError(f"{path}: expected raw statistics (X, Y, Z, C); got shape {tuple(array.shape)}")
+    count, names = array.shape[-1], statistics_channels(path)
+    for record in ("simulation.json", "reconstruction.json"):
+        if names is None and case_folder is not None and (Path(case_folder) / record).is_file():
+            names = read_json_object(Path(case_folder) / record).get("statistics_channels")
+    if names is None:
+        layouts = {len(LEGACY_CHANNEL_NAMES): LEGACY_CHANNEL_NAMES, len(CHANNEL_NAMES): CHANNEL_NAMES}
+        if count not in layouts:
+            raise ValueError(f"{path}: {count} channels and no channel names; expected raw statistics "
+                             f"(X, Y, Z, {len(LEGACY_CHANNEL_NAMES)}) = {', '.join(LEGACY_CHANNEL_NAMES)} or "
+                             f"(X, Y, Z, {len(CHANNEL_NAMES)}) = {', '.join(CHANNEL_NAMES)}")
+        names = layouts[count]
+    names = check_channel_names(names, f"{path}: channel names")
+    if len(names) != count:
+        raise ValueError(f"{path}: {count} channels but {len(names)} channel names ({', '.join(names)})")
+    return np.moveaxis(np.asarray(array, dtype=np.float32), -1, 0).copy(), affine, names
 
 
 def read_json_object(path) -> dict:

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from volumetric.data.io import exposure_filename
-from volumetric.data.io import load_nifti, read_json_object, statistics_channels
-from volumetric.schema import CHANNEL_NAMES, CLASS_NAMES, LEGACY_CHANNEL_NAMES, channel, check_channel_names
+from volumetric.data.io import load_nifti, load_statistics, read_json_object
+from volumetric.schema import CHANNEL_NAMES, CLASS_NAMES, channel, check_channel_names
 from volumetric.schema import per_muon_name
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "cnr",
     "feature_source",
     "voxel_features",
-    "exposure_channels",
     "case_days",
     "dataset_case_folders",
     "dataset_equivalent_days",
@@ -209,19 +208,6 @@ def _simulation(folder: Path) -> dict:
     return read_json_object(path) if path.is_file() else {}
 
 
-def exposure_channels(path, simulation: Mapping | None = None) -> list[str]:
-    """Channel names of an exposure file.
-
-    From the file itself (:func:`volumetric.data.io.statistics_channels`), else from
-    ``simulation["statistics_channels"]``, else the legacy three
-    (:data:`volumetric.schema.LEGACY_CHANNEL_NAMES`).
-    """
-    names = statistics_channels(path)
-    if names is None and simulation:
-        names = simulation.get("statistics_channels")
-    return list(names) if names is not None else list(LEGACY_CHANNEL_NAMES)
-
-
 def case_days(folder) -> list[float]:
     """Exposures (days) of a case folder: ``simulation.json`` ``checkpoints_days``, else the files found.
 
@@ -290,12 +276,10 @@ def _load_sums(folder: Path, days: float, shape: tuple[int, ...]) -> tuple[np.nd
     path = folder / exposure_filename(days)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing exposure of {days:g} days in case {folder}")
-    array, _ = load_nifti(path)
-    names = exposure_channels(path, _simulation(folder))
-    if array.ndim != 4 or array.shape[:3] != shape or array.shape[3] != len(names):
-        raise ValueError(f"{path}: shape {array.shape} does not match the label map {shape} "
-                         f"and {len(names)} channels {names}")
-    return np.moveaxis(array, -1, 0), names
+    sums, _, names = load_statistics(path, folder)
+    if sums.shape[1:] != shape:
+        raise ValueError(f"{path}: shape {sums.shape[1:]} does not match the label map {shape}")
+    return sums, list(names)
 
 
 def _pool_exposure(folders, labels, days: float, smooth: bool, trim_layers: int) -> tuple[dict, np.ndarray]:

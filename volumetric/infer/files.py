@@ -16,9 +16,9 @@ import numpy as np
 from nibabel.affines import voxel_sizes
 import torch
 
-from volumetric.schema import CHANNEL_NAMES, LEGACY_CHANNEL_NAMES, check_channel_names
 from volumetric.schema import per_muon_name
 from volumetric.infer.predictor import LoadedModel, Prediction, WindowSettings, predict
+from volumetric.data.io import load_statistics
 
 
 __all__ = ["RawVolume", "read_input", "infer_file"]
@@ -50,29 +50,6 @@ class RawVolume(NamedTuple):
     """channel names (``volumetric.schema``)."""
 
 
-def _file_channels(file: Path, count: int, folder: Path | None) -> tuple[str, ...]:
-    """Channel names of a statistics file: stored in the file, else its case's JSON, else by count."""
-    import json
-
-    from volumetric.data.io import statistics_channels
-
-    names = statistics_channels(file)
-    for record in ("simulation.json", "reconstruction.json"):
-        if names is None and folder is not None and (folder / record).is_file():
-            names = json.loads((folder / record).read_text()).get("statistics_channels")
-    if names is None:
-        layouts = {len(LEGACY_CHANNEL_NAMES): LEGACY_CHANNEL_NAMES, len(CHANNEL_NAMES): CHANNEL_NAMES}
-        if count not in layouts:
-            raise ValueError(f"{file}: {count} channels and no channel names; expected raw statistics "
-                             f"(X, Y, Z, {len(LEGACY_CHANNEL_NAMES)}) = {', '.join(LEGACY_CHANNEL_NAMES)} or "
-                             f"(X, Y, Z, {len(CHANNEL_NAMES)}) = {', '.join(CHANNEL_NAMES)}")
-        names = layouts[count]
-    names = check_channel_names(names, f"{file}: channel names")
-    if len(names) != count:
-        raise ValueError(f"{file}: {count} channels but {len(names)} channel names ({', '.join(names)})")
-    return names
-
-
 def read_input(path: str | Path, exposure_days: float | None = None) -> RawVolume:
     """Read a raw volume: a NIfTI ``(X, Y, Z, C)`` statistics file or a dataset case folder.
 
@@ -85,7 +62,6 @@ def read_input(path: str | Path, exposure_days: float | None = None) -> RawVolum
         FileNotFoundError: for a missing file, case folder or exposure.
         ValueError: for a volume that is not ``(X, Y, Z, C)`` or whose channels are unknown.
     """
-    from volumetric.data.io import load_nifti
 
     path = Path(path)
     folder = None
@@ -101,12 +77,8 @@ def read_input(path: str | Path, exposure_days: float | None = None) -> RawVolum
     else:
         name = path.name
         file, stem = path, name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.removesuffix(".nii")
-    array, affine = load_nifti(file)
-    if array.ndim != 4:
-        raise ValueError(f"{file}: expected raw statistics (X, Y, Z, C); got shape {tuple(array.shape)}")
-    channels = _file_channels(file, array.shape[-1], folder)
-    raw = torch.as_tensor(np.moveaxis(np.asarray(array, dtype=np.float32), -1, 0).copy())
-    return RawVolume(raw, affine, stem, exposure_days, channels)
+    array, affine, channels = load_statistics(file, folder)
+    return RawVolume(torch.as_tensor(array), affine, stem, exposure_days, channels)
 
 
 def _planned(model: LoadedModel, segmenter: LoadedModel | None, tta: bool, probabilities: bool) -> list[str]:
