@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 from volumetric.physics.detector import Detector, default_detector
 from volumetric.physics.geometry import Block, RasterisedBlock, check_voxel_size, rasterise, save_geometry
 from volumetric.data.io import TrackWriter, check_output_folder, exposure_filename, save_nifti, save_statistics
-from volumetric.data.io import write_output_marker
+from volumetric.data.io import output_folder
 from volumetric.physics.muons import EcoMugFlux
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
 from volumetric.figures import mean_theta2_mrad2, save_slice_montage
@@ -120,19 +119,9 @@ def simulate_case(
     flux = EcoMugFlux(rate_hz_per_m2=rate_hz_per_m2, theta_max_rad=detector.max_zenith_rad())
     settings = _settings(block, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
                          theta_threshold_rad)
-    work = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        write_output_marker(work, "volumetric.data.case.simulate_case")
-        summary = _write_case(block, work, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
-                              save_tracks, device, progress, settings)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return summary
+    with output_folder(out_dir, "volumetric.data.case.simulate_case") as work:
+        return _write_case(block, work, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
+                           save_tracks, device, progress, settings)
 
 
 def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk_muons, save_tracks, device,

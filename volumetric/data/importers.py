@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 from volumetric.data.case import write_exposure, write_truth
 from volumetric.data.io import check_output_folder
 from volumetric.physics.geometry import Block, check_voxel_size, grid_shape
-from volumetric.data.io import read_tracks, write_output_marker
+from volumetric.data.io import read_tracks, output_folder
 from volumetric.physics.muons import SECONDS_PER_DAY
 from volumetric.physics.reconstruction import poca
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
@@ -217,19 +216,9 @@ def reconstruct_case(
     tracks = read_track_file(track_file, size)
     masks = _exposure_masks(tracks, days)
     shape = grid_shape(geometry, voxel_mm) if geometry is not None else tuple(round(s / voxel_mm) for s in size)
-    work = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    write_output_marker(work, "volumetric.data.importers.reconstruct_case")
-    try:
-        summary = _write(work, tracks, masks, shape, float(voxel_mm), size, geometry, track_file,
-                         float(theta_threshold_rad))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return summary
+    with output_folder(out_dir, "volumetric.data.importers.reconstruct_case") as work:
+        return _write(work, tracks, masks, shape, float(voxel_mm), size, geometry, track_file,
+                      float(theta_threshold_rad))
 
 
 def _block_size(track_file, geometry, block_size_mm):

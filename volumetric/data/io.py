@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ __all__ = [
     "read_json_object",
     "exposure_filename",
     "check_output_folder",
+    "output_folder",
     "OUTPUT_MARKER",
     "write_output_marker",
     "has_output_marker",
@@ -306,3 +308,26 @@ def check_output_folder(out_dir: Path, overwrite: bool) -> None:
     if not has_output_marker(out_dir):
         raise FileExistsError(f"{out_dir}: holds files not written by volumetric (no {OUTPUT_MARKER} marker); "
                               f"refusing to delete them; choose another --out")
+
+
+@contextmanager
+def output_folder(out_dir, written_by: str):
+    """Yield a marked work folder beside ``out_dir`` that replaces it only if the block succeeds.
+
+    The work folder (``.<name>.partial``) is created empty with the output marker; on success it
+    is renamed onto ``out_dir`` (an existing ``out_dir`` is removed first: check it with
+    :func:`check_output_folder`), so a killed run never leaves a half-written folder under the
+    final name; on failure it is removed.
+    """
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        write_output_marker(work, written_by)
+        yield work
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
