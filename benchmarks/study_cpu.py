@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=None, help="train/evaluate only these (names of MODELS)")
     p.add_argument("--results", type=Path, default=None, help="markdown report (default docs/results.md; quick: <out>/results.md)")
     p.add_argument("--quick", action="store_true", help="tiny preset, 1-minute budgets: a smoke run")
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads per training/evaluation process (1 leaves a core free, e.g. under taskset)")
     p.add_argument("--stop-after", choices=("data", "train", "evaluate"), default=None, help="stop after this stage")
     args = p.parse_args(argv)
     args.scale = "tiny" if args.quick else "cpu"
@@ -73,13 +76,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _run(cmd: list[str], log: Path) -> str:
-    """Run ``cmd`` from the repository root, stderr to ``log``; return stdout (raise on failure)."""
+def _run(cmd: list[str], log: Path, threads: int) -> str:
+    """Run ``cmd`` from the repository root with ``threads`` CPU threads, stderr to ``log``; return stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as err:
         err.write(f"$ {' '.join(cmd)}\n")
         err.flush()
-        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"study: {' '.join(cmd[:3])}... failed (exit {done.returncode}); see {log}")
     return done.stdout
@@ -111,11 +115,11 @@ def train_model(args, name: str, stem: str, extra) -> dict:
         shutil.rmtree(runs / name)
     overrides = [f"data.path={args.data.resolve()}", f"train.out_dir={runs}", f"train.run_name={name}",
                  f"train.max_minutes={args.budget_min}", "train.steps=1000000", "train.progress=false",
-                 f"train.seed={args.seed}", *(o.format(runs=runs) for o in extra)]
+                 f"train.seed={args.seed}", f"train.threads={args.threads}", *(o.format(runs=runs) for o in extra)]
     if args.quick:
         overrides += ["validation.every=100000"]
     out = _run([sys.executable, "train.py", "-c", f"configs/{stem}_{args.scale}.yaml", *overrides],
-               args.out / "logs" / f"train_{name}.log")
+               args.out / "logs" / f"train_{name}.log", args.threads)
     summary = json.loads(out.strip().splitlines()[-1])
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(summary, indent=2))
@@ -132,7 +136,7 @@ def evaluate_model(args, name: str) -> Path:
     run = args.out / "runs" / name
     exposures = [] if args.quick else ["--exposures", *map(str, CPU_EXPOSURES_DAYS)]
     _run([sys.executable, "evaluate.py", "--run", str(run), "--data", str(args.data), "--split", "test",
-          "--out", str(folder), "--no-progress", *exposures], args.out / "logs" / f"eval_{name}.log")
+          "--out", str(folder), "--no-progress", *exposures], args.out / "logs" / f"eval_{name}.log", args.threads)
     return folder
 
 
