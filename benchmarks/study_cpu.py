@@ -49,7 +49,7 @@ MODELS = (
 
 
 # evaluated inputs at the cpu preset: these full-scale-equivalent days (checkpoints of the calibrated preset)
-CPU_EQUIVALENT_DAYS = (0.25, 1.0, 5.0, 21.0, 75.0)
+CPU_EQUIVALENT_DAYS = (0.25, 1.0, 5.0, 21.0, 100.0)  # 100: the target exposure, segmented as an input too
 CPU_EXPOSURES_DAYS = tuple(PRESETS["cpu"].checkpoints_days[PRESETS["cpu"].equivalent_days.index(d)]
                            for d in CPU_EQUIVALENT_DAYS)
 

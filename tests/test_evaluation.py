@@ -183,3 +183,16 @@ def test_evaluate_refuses_existing_report_and_bad_arguments(runs, tiny_dataset, 
         assert main(base + ["--overwrite"] + extra) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("run, segmenter", [("upsample", "segment"), ("joint", None)])
+def test_the_target_exposure_is_evaluated_as_an_input_too(run, segmenter, runs, tiny_dataset, tmp_path):
+    from volumetric.infer.predictor import WindowSettings
+
+    summary = ev.evaluate(runs[run], tiny_dataset, tmp_path, exposures=[D0, TARGET],
+                          segmenter=runs[segmenter] if segmenter else None,
+                          settings=WindowSettings(roi_size=(20, 20, 12)), progress=False, plots=False)
+    raw_target = next(r for r in summary["rows"] if r["source"] == "raw" and r["exposure_days"] == TARGET)
+    assert raw_target["ssim"] == pytest.approx(1.0)  # the target against itself
+    model = next(r for r in summary["rows"] if r["source"] != "raw" and r["exposure_days"] == TARGET)
+    assert model["mean_dice"] is not None and model["ssim"] is not None
