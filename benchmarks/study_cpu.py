@@ -6,7 +6,8 @@ Stages (each resumable: a finished stage is skipped when the script is run again
    held out by the dataset's seeded split), built with two ``--shard`` processes side by side.
 2. **train**: every model of :data:`MODELS` from its shipped config with the same wall-clock
    budget (``train.max_minutes``), one after the other: the 3D cWGAN-GP upsampler and its 2D
-   slice-wise twin, the 3D and 2D segmenters from raw input, the 3D segmenter from raw +
+   slice-wise twin, the 3D and 2D segmenters from raw input, the 3D segmenter on the old three
+   PoCA channels only (the channel ablation), the 3D segmenter from raw +
    upsampled input (the frozen 3D upsampler), and the joint 3D model.
 3. **evaluate**: ``evaluate.py`` on the test split for each model.
 4. **report**: ``docs/results.md`` (or ``--results``) generated from the evaluation summaries,
@@ -42,6 +43,7 @@ MODELS = (
     ("up3d", "upsample", ()),
     ("up2d", "upsample2d", ()),
     ("seg3d", "segment", ()),
+    ("seg3d_poca3", "segment", ("data.input_channels=[count,sum_theta2_rad2,sum_theta4_rad4]",)),  # channel ablation
     ("seg2d", "segment2d", ()),
     ("seg3d_up", "segment", ("model.segment_input=both", "model.upsampler={runs}/up3d/checkpoints/best.pt")),
     ("joint3d", "joint", ()),

@@ -25,11 +25,12 @@ LABELS = {
     "up3d": "3D upsampler (cWGAN-GP)",
     "up2d": "2D slice-wise upsampler (cWGAN-GP)",
     "seg3d": "3D segmenter, raw input",
+    "seg3d_poca3": "3D segmenter, raw input, old 3 PoCA channels only (ablation)",
     "seg2d": "2D slice-wise segmenter, raw input",
     "seg3d_up": "3D segmenter, raw + 3D-upsampled input",
     "joint3d": "3D joint model",
 }
-MODEL_SOURCE = {"up3d": "upsampled", "up2d": "upsampled", "seg3d": "raw", "seg2d": "raw",
+MODEL_SOURCE = {"up3d": "upsampled", "up2d": "upsampled", "seg3d": "raw", "seg3d_poca3": "raw", "seg2d": "raw",
                 "seg3d_up": "upsampled", "joint3d": "joint"}
 
 
@@ -93,13 +94,22 @@ def _equivalent_table(summaries, equivalent) -> list[str]:
                 text = _days(value, equivalent) if value is not None else "-"
                 cells.append(text + (f" ({status})" if status not in (None, "inside") else ""))
             lines.append(f"| {name} | {_days(d, equivalent)} | {cells[0]} | {cells[1]} |")
-    return lines
+    return lines if len(lines) > 2 else []
+
+
+SEGMENTERS = ("seg3d", "seg2d", "seg3d_poca3", "seg3d_up", "joint3d")
+# the reference work (2D slice-wise pix2pix cWGAN-GP on Geant4 data, 1-day input upsampled); voids: "below 0.15"
+REFERENCE_DICE = {"rebar": "0.82", "duct": "0.87", "void": "< 0.15", "unknown": "-"}
+# issue targets on the cpu test split: {full-scale-equivalent input days: {class: Dice}}
+TARGETS = {1.0: {"rebar": 0.4, "duct": 0.6, "void": 0.15}, 100.0: {"rebar": 0.7, "duct": 0.8, "void": 0.4}}
 
 
 def _dice_table(summaries, equivalent) -> list[str]:
-    seg_models = [n for n in ("seg3d", "seg2d", "seg3d_up", "joint3d") if n in summaries]
+    seg_models = [n for n in SEGMENTERS if n in summaries]
     lines = ["| model | input days (full-eq.) | " + " | ".join(f"Dice {c}" for c in CLASSES) + " | mean |",
-             "|---|---|" + "---|" * (len(CLASSES) + 1)]
+             "|---|---|" + "---|" * (len(CLASSES) + 1),
+             "| reference: 2D pix2pix cWGAN-GP, Geant4 (talk) | 1 (full scale) | "
+             + " | ".join(REFERENCE_DICE[c] for c in CLASSES) + " | - |"]
     for name in seg_models:
         for d in summaries[name]["exposures_days"]:
             row = _per(summaries[name], MODEL_SOURCE[name], d)
@@ -108,16 +118,45 @@ def _dice_table(summaries, equivalent) -> list[str]:
     return lines
 
 
-def _void_table(summaries, equivalent) -> list[str]:
-    lines = ["| model | input days | void diameter bin (mm): found / count |", "|---|---|---|"]
-    for name in ("seg3d", "seg2d", "seg3d_up", "joint3d"):
-        if name not in summaries:
-            continue
+def _full_days(d: float, equivalent: dict[float, float]) -> float | None:
+    return equivalent.get(d) if equivalent else None
+
+
+def _target_table(summaries, equivalent) -> list[str]:
+    """The issue's Dice targets against what each segmenter reached (test split means)."""
+    lines = ["| model | input (full-eq. days) | " + " | ".join(f"{c}: reached / target" for c in ("rebar", "duct", "void"))
+             + " |", "|---|---|---|---|---|"]
+    for name in (n for n in SEGMENTERS if n in summaries):
         for d in summaries[name]["exposures_days"]:
-            bins = _per(summaries[name], MODEL_SOURCE[name], d).get("void_detection_by_diameter") or []
+            target = TARGETS.get(_full_days(d, equivalent))
+            if target is None:
+                continue
+            row = _per(summaries[name], MODEL_SOURCE[name], d)
+            cells = []
+            for c, goal in target.items():
+                value = row.get(f"dice_{c}")
+                verdict = "-" if value is None else ("met" if value >= goal else "not met")
+                cells.append(f"{_fmt(value)} / {goal:g} ({verdict})")
+            lines.append(f"| {name} | {_days(d, equivalent)} | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
+
+
+def _detection_table(summaries, equivalent, key: str, what: str) -> list[str]:
+    lines = [f"| model | input days | void {what} bin (mm): found / count |", "|---|---|---|"]
+    for name in (n for n in SEGMENTERS if n in summaries):
+        for d in summaries[name]["exposures_days"]:
+            bins = _per(summaries[name], MODEL_SOURCE[name], d).get(key) or []
             text = ", ".join(f"{b['lo_mm']:g}-{b['hi_mm']:g}: {b['found']}/{b['count']}" for b in bins if b["count"])
             lines.append(f"| {name} | {_days(d, equivalent)} | {text or 'no voids'} |")
     return lines
+
+
+def _void_table(summaries, equivalent) -> list[str]:
+    return _detection_table(summaries, equivalent, "void_detection_by_diameter", "diameter")
+
+
+def _void_depth_table(summaries, equivalent) -> list[str]:
+    return _detection_table(summaries, equivalent, "void_detection_by_depth", "centre depth below the top face")
 
 
 def _smear_table(summaries, equivalent) -> list[str]:
@@ -131,6 +170,55 @@ def _smear_table(summaries, equivalent) -> list[str]:
             lines.append(f"| {label} | {_days(d, equivalent)} | {_fmt(row.get('z_smear_image_mm'))} | "
                          f"{_fmt(row.get('z_smear_label_mm'))} |")
     return lines
+
+
+def _ablation_table(summaries, equivalent) -> list[str]:
+    """The 3D segmenter on all statistics channels against the old three PoCA channels, same budget."""
+    if "seg3d" not in summaries or "seg3d_poca3" not in summaries:
+        return []
+    lines = ["| input days (full-eq.) | all channels: rebar / duct / void | PoCA-3 only: rebar / duct / void |",
+             "|---|---|---|"]
+    for d in summaries["seg3d"]["exposures_days"]:
+        cells = [" / ".join(_fmt(_per(summaries[n], "raw", d).get(f"dice_{c}")) for c in ("rebar", "duct", "void"))
+                 for n in ("seg3d", "seg3d_poca3")]
+        lines.append(f"| {_days(d, equivalent)} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def learning_curve(run: Path) -> list[tuple[int, float]]:
+    """``(step, validation Dice)`` of a run's ``metrics.jsonl`` (validation entries, in order)."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(int(r["step"]), float(r["val_dice"])) for r in rows if r.get("split") == "val" and "val_dice" in r]
+
+
+def curve_verdict(curve: list[tuple[int, float]], margin: float = 0.01) -> str:
+    """``still improving`` when the best Dice of the last third beats the best before it by ``margin``."""
+    if len(curve) < 3:
+        return "too few validations to tell"
+    cut = len(curve) - max(1, len(curve) // 3)
+    before, last = max(v for _, v in curve[:cut]), max(v for _, v in curve[cut:])
+    if last > before + margin:
+        return f"still improving (best of the last third {last:.3f} > {before:.3f} before it)"
+    return f"plateaued (best of the last third {last:.3f}, best before it {before:.3f})"
+
+
+def _learning_table(study: Path, names) -> list[str]:
+    lines = []
+    for name in names:
+        curve = learning_curve(study / "runs" / name)
+        if curve:
+            lines += [f"- **{name}**: " + ", ".join(f"{step}: {dice:.3f}" for step, dice in curve)
+                      + f". Verdict: {curve_verdict(curve)}."]
+    return lines
+
+
+def _worked_example(study: Path) -> list[str]:
+    """The talk's reference block, from ``benchmarks/worked_example.py`` (``<study>/worked_example.md``)."""
+    path = study / "worked_example.md"
+    return path.read_text().splitlines() if path.is_file() else []
 
 
 def _copy_plots(evaluations: dict[str, Path], target: Path) -> list[str]:
@@ -163,8 +251,9 @@ def write_report(args, trained: dict[str, dict], evaluations: dict[str, Path], c
         f"test cases: {', '.join(first['cases'])}. Exposures are dataset (simulated) days"
         + (" and, in brackets, full-scale-equivalent days (the same mean PoCA points per voxel as the 1 m block "
            "at 2 mm, from dataset.json)." if equivalent else "."),
-        f"Training budget: {args.budget_min:g} wall-clock minutes per model on this 2-core machine, one model "
-        "after the other (the machine was shared with other work, so budgets bought unequal step counts).",
+        (f"Training budget: {args.budget_min:g} wall-clock minutes per model, one model after the other, "
+         f"{getattr(args, 'threads', 2)} CPU thread(s) per process on a 2-core machine (a study pinned to one "
+         "core with `taskset` leaves the other for other work; the cores still share memory bandwidth)."),
         "",
         "| model | what | steps in budget | median step s | data-loader share |",
         "|---|---|---|---|---|",
@@ -177,12 +266,22 @@ def write_report(args, trained: dict[str, dict], evaluations: dict[str, Path], c
         ("Equivalent days (the raw exposure whose SSIM/PSNR curve the model output reaches)", _equivalent_table),
         ("Dice per class (NaN classes absent from both maps are skipped in means; '-' = absent)", _dice_table),
         ("Void detection by diameter (a void is found when >= 50% of its voxels are labelled void)", _void_table),
+        ("Void detection by depth (centre depth below the top face)", _void_depth_table),
         ("z-smearing (extra spread along z as an equivalent Gaussian sigma; lower is better)", _smear_table),
+        ("Targets of the study issue (test split; 100-day input = the target exposure segmented)", _target_table),
+        ("Channel ablation: 3D segmenter, all 9 statistics channels vs the old 3 PoCA channels", _ablation_table),
     ]
     for title, table in sections:
         body = table(summaries, equivalent)
         if body:
             lines += ["", f"## {title}", "", *body]
+    curves = _learning_table(Path(args.out), [n for n in SEGMENTERS if n in trained])
+    if curves:
+        lines += ["", "## Learning curves (validation Dice, lowest exposure, every `validation.every` steps)", "",
+                  *curves]
+    example = _worked_example(Path(args.out))
+    if example:
+        lines += ["", *example]
     links = _copy_plots(evaluations, out.parent / (out.stem + "_plots"))
     if links:
         lines += ["", "## Plots", "", *links]
