@@ -172,6 +172,34 @@ def _smear_table(summaries, equivalent) -> list[str]:
     return lines
 
 
+def _duct_kind(data: Path, case: str, index: int) -> str:
+    """``"grout fill, steel sheath"``: what a test duct holds (the case's ``geometry.json``)."""
+    duct = json.loads((data / "cases" / case / "geometry.json").read_text())["ducts"][index]
+    fill = duct["fill"] + (f" {duct['fill_fraction']:.0%}" if duct.get("fill_fraction") else "")
+    return f"{fill} fill, {duct['sheath_material']} sheath, {duct['diameter_mm']:.0f} mm"
+
+
+def _duct_table(summaries, equivalent, data: Path) -> list[str]:
+    """Fraction of each test duct labelled duct, by what the duct holds (grout is nearly concrete)."""
+    names = [n for n in ("seg3d", "seg2d") if n in summaries]
+    if not names:
+        return []
+    days = summaries[names[0]]["exposures_days"]
+    picked = [days[0], days[-1]]
+    lines = ["| case | duct | " + " | ".join(f"{n}, {_days(d, equivalent)}" for n in names for d in picked) + " |",
+             "|---|---|" + "---|" * (len(names) * len(picked))]
+    ducts = sorted({(o["case"], o["index"]) for o in summaries[names[0]]["objects"] if o["kind"] == "duct"})
+    for case, index in ducts:
+        cells = []
+        for n in names:
+            for d in picked:
+                hit = [o for o in summaries[n]["objects"] if o["kind"] == "duct" and o["case"] == case
+                       and o["index"] == index and math.isclose(o["exposure_days"], d) and o["source"] == MODEL_SOURCE[n]]
+                cells.append(f"{hit[0]['fraction']:.0%}" if hit else "-")
+        lines.append(f"| {case} | {_duct_kind(data, case, index)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _ablation_table(summaries, equivalent) -> list[str]:
     """The 3D segmenter on all statistics channels against the old three PoCA channels, same budget."""
     if "seg3d" not in summaries or "seg3d_poca3" not in summaries:
@@ -275,6 +303,9 @@ def write_report(args, trained: dict[str, dict], evaluations: dict[str, Path], c
         body = table(summaries, equivalent)
         if body:
             lines += ["", f"## {title}", "", *body]
+    ducts = _duct_table(summaries, equivalent, Path(args.data))
+    if ducts:
+        lines += ["", "## Ducts by what they hold (fraction of the duct's voxels labelled duct)", "", *ducts]
     curves = _learning_table(Path(args.out), [n for n in SEGMENTERS if n in trained])
     if curves:
         lines += ["", "## Learning curves (validation Dice, lowest exposure, every `validation.every` steps)", "",
