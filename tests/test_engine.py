@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from volumetric.infer.checkpoint import build_net, check_compatible, load_checkpoint, save_checkpoint
+from volumetric.infer.checkpoint import (build_net, check_compatible, load_checkpoint, matched_exposure_days,
+                                         occupancy_curve, save_checkpoint)
 from volumetric.train.config import load_config
 from volumetric.schema import CHANNEL_NAMES
 from volumetric.infer.pipeline import InputPipeline
@@ -53,6 +54,10 @@ def test_each_task_writes_a_complete_run_folder(task, tiny_dataset, tmp_path):
         assert ckpt["data"]["channels"] == list(CHANNEL_NAMES)
         assert ckpt["data"]["voxel_mm"] == 10.0 and ckpt["data"]["fingerprint"]
         assert ckpt["data"]["exposure_range_days"][0] > 0
+        curve = occupancy_curve(ckpt)  # the dataset's measured PoCA points per voxel, per training day
+        assert curve is not None and sorted(curve) == ckpt["data"]["checkpoints_days"]
+        values = [curve[d] for d in sorted(curve)]
+        assert values == sorted(values) and values[0] > 0
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["step"] == 4 and (last["critic"] is not None) == (task == "upsample")
     net = build_net(last["net"], last["net_state"])  # rebuilt from the file alone
@@ -264,6 +269,19 @@ def test_check_compatible():
         check_compatible(meta, exposure_days=0.01, strict_exposure=True)
 
 
+def test_matched_exposure_days_interpolates_the_occupancy_curve():
+    curve = {0.1: 0.5, 0.2: 1.0, 0.8: 4.0}  # days: PoCA points per voxel
+    assert matched_exposure_days(1.0, curve) == pytest.approx(0.2)
+    assert matched_exposure_days(2.0, curve) == pytest.approx(0.4)  # log-log between 0.2 d and 0.8 d
+    assert matched_exposure_days(8.0, curve) == pytest.approx(1.6)  # beyond the end: proportional
+    assert matched_exposure_days(0.05, curve) == pytest.approx(0.01)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="PoCA points per voxel must be positive"):
+            matched_exposure_days(bad, curve)
+    assert occupancy_curve({"data": {"occupancy_poca_per_voxel": {"0.1": 0.5}}}) == {0.1: 0.5}
+    assert occupancy_curve({"data": {}}) is None and occupancy_curve({"occupancy_poca_per_voxel": {"1": 0.0}}) is None
+
+
 def test_exported_weights_are_smaller_and_predict_the_same(tiny_dataset, tmp_path):
     from volumetric.infer.checkpoint import export_weights
 
@@ -280,3 +298,5 @@ def test_exported_weights_are_smaller_and_predict_the_same(tiny_dataset, tmp_pat
     assert torch.allclose(a, b, atol=2e-2 * a.abs().max().item())
     with pytest.raises(FileExistsError):
         export_weights(last, out)
+    updated = load_checkpoint(export_weights(last, tmp_path / "w2.pt", data_updates={"note": "added"}))
+    assert updated["data"]["note"] == "added" and updated["data"]["voxel_mm"] == full["data"]["voxel_mm"]

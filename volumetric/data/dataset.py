@@ -29,6 +29,7 @@ __all__ = [
     "FORMATS_READ",
     "dataset_channels",
     "equivalent_days",
+    "dataset_occupancy",
     "SPLITS",
     "DatasetInfo",
     "load_dataset",
@@ -80,6 +81,13 @@ def equivalent_days(meta: dict) -> dict[float, float]:
     if labels and len(labels) != len(days):
         raise ValueError("dataset.json: 'equivalent_days' must be a list parallel to 'checkpoints_days'")
     return {float(d): float(e) for d, e in zip(days, labels)}
+
+
+def dataset_occupancy(meta: dict) -> dict[str, float] | None:
+    """``{days: mean PoCA points per voxel}`` measured on a dataset (``dataset.json``), or ``None``."""
+    measured = meta.get("measured_occupancy") or {}
+    curve = {d: float(v["poca_points_per_voxel"]) for d, v in measured.items() if v.get("poca_points_per_voxel")}
+    return curve or None
 
 
 # ---------------------------------------------------------------------------------------------

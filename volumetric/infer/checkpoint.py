@@ -14,7 +14,8 @@ plain Python values only, so it loads with ``torch.load(weights_only=True)``:
 ``normalisation``   the ``log-moments/1`` parameters the inputs were normalised with
 ``data``            ``fingerprint``, ``voxel_mm``, ``checkpoints_days``, ``exposure_range_days``
                     (``[min, max]`` input exposures seen in training), ``input_channels``,
-                    ``target_channels``, ``path``
+                    ``target_channels``, ``path``, ``occupancy_poca_per_voxel`` (``{days: mean
+                    PoCA points per voxel}`` measured on the training dataset; absent before it)
 ``rng``             torch CPU (and CUDA) generator states
 ``best``            ``{"metric", "value", "step"}`` of the best validation so far
 ``config``          the resolved config (plain dict)
@@ -43,6 +44,8 @@ __all__ = [
     "build_net",
     "check_compatible",
     "export_weights",
+    "occupancy_curve",
+    "matched_exposure_days",
     "weights_digest",
     "verify_weights",
 ]
@@ -245,6 +248,48 @@ def check_compatible(
     return issued
 
 
+def occupancy_curve(meta: dict) -> dict[float, float] | None:
+    """``{training days: mean PoCA points per voxel}`` recorded with a model, or ``None``.
+
+    Args:
+        meta: a checkpoint dict or its ``data`` entry.
+    """
+    data = meta.get("data", meta)
+    curve = data.get("occupancy_poca_per_voxel")
+    if not curve:
+        return None
+    pairs = {float(d): float(v) for d, v in curve.items()}
+    return pairs if all(d > 0 and v > 0 for d, v in pairs.items()) else None
+
+
+def matched_exposure_days(poca_points_per_voxel: float, curve: dict[float, float]) -> float:
+    """The training exposure (days) whose images hold ``poca_points_per_voxel`` PoCA points per voxel.
+
+    Calibration by what the image holds: a block of another size, detector or voxel size holds a
+    different number of muons per voxel after the same days, and the muons per voxel, not the days,
+    are what a model saw. Inside the curve: log-log interpolation; beyond it, proportional to the
+    nearest end (PoCA points grow linearly with exposure).
+
+    Raises:
+        ValueError: for a non-positive or non-finite occupancy, or an empty curve.
+    """
+    value = float(poca_points_per_voxel)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"PoCA points per voxel must be positive, got {poca_points_per_voxel!r}: an empty input")
+    if not curve:
+        raise ValueError("empty occupancy curve")
+    points = sorted(curve.items(), key=lambda dv: dv[1])
+    (d_lo, v_lo), (d_hi, v_hi) = points[0], points[-1]
+    if value <= v_lo or value >= v_hi:
+        days, occupancy = (d_lo, v_lo) if value <= v_lo else (d_hi, v_hi)
+        return days * value / occupancy
+    for (d0, v0), (d1, v1) in zip(points, points[1:]):
+        if v0 <= value <= v1:
+            t = (math.log(value) - math.log(v0)) / (math.log(v1) - math.log(v0)) if v1 > v0 else 0.0
+            return math.exp(math.log(d0) + t * (math.log(d1) - math.log(d0)))
+    raise AssertionError("unreachable: value inside the curve's range")
+
+
 _TRAINING_ONLY = ("optimizer", "critic", "critic_state", "critic_optimizer", "rng")
 
 
@@ -252,7 +297,7 @@ def _half(state: dict) -> dict:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
+def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True, data_updates: dict | None = None) -> Path:
     """Write an inference-only copy of a checkpoint (no optimiser, critic or RNG state).
 
     The source's weights digest is verified on reading, and the copy gets the digest of its own
@@ -267,6 +312,8 @@ def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -
         checkpoint: a ``.pt`` checkpoint or a run folder.
         out: the file to write (refused if it exists).
         half: store floating-point weights as float16.
+        data_updates: entries added to the copy's ``data`` record (e.g. the training dataset's
+            ``occupancy_poca_per_voxel`` for a run trained before checkpoints recorded it).
 
     Returns:
         The path written.
@@ -279,5 +326,7 @@ def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -
         payload["net_state"] = _half(payload["net_state"])
         if payload.get("upsampler"):
             payload["upsampler"] = {**payload["upsampler"], "state": _half(payload["upsampler"]["state"])}
+    if data_updates:
+        payload["data"] = {**payload["data"], **data_updates}
     payload["exported_from"] = {"path": str(checkpoint), "step": payload["step"], "half": half}
     return save_checkpoint(payload, out)

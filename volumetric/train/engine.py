@@ -65,6 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from volumetric.data.dataset import dataset_occupancy
 from volumetric.infer.checkpoint import build_net, load_checkpoint
 from volumetric.train.config import Config, load_config
 from volumetric.infer.pipeline import InputPipeline
@@ -206,7 +207,7 @@ def _data_meta(config: Config, train) -> dict:
             "checkpoints_days": checkpoints, "exposure_range_days": [min(inputs), max(inputs)],
             "channels": list(train.info.channels), "input_channels": list(config.data.input_channels),
             "target_channels": list(config.data.target_channels), "path": str(config.data.path),
-            "dataset_name": meta.get("name")}
+            "dataset_name": meta.get("name"), "occupancy_poca_per_voxel": dataset_occupancy(meta)}
 
 
 def _build_nets(config: Config, upsampler, record, device):
