@@ -1,7 +1,9 @@
 """Ship the study's models as the package's reference weights (``volumetric/weights/``).
 
-Exports the chosen runs' ``best.pt`` as inference-only float16 checkpoints, copies one held-out
-test block (its input at ``--days`` and its true label map) to ``tests/fixtures/heldout/``, and
+Exports the chosen runs' ``best.pt`` as inference-only float16 checkpoints (adding the training
+dataset's measured PoCA points per voxel, by which the predictor matches an input's exposure, to runs
+trained before checkpoints recorded it), copies one held-out test block (its input at ``--days``,
+default the 1-day-equivalent checkpoint, and its true label map) to ``tests/fixtures/heldout/``, and
 writes ``volumetric/weights/manifest.json`` with each file's sha256 (checked by
 :func:`volumetric.pretrained.pretrained_path` before a shipped file is used), the Dice that
 ``evaluate.py`` recorded for that block in the study (``dice_study``) and the Dice the exported
@@ -9,7 +11,12 @@ weights give on it (``dice_exported``). ``tests/test_pretrained.py`` checks the 
 recorded Dice. Usage::
 
     python benchmarks/ship_weights.py --study study/cpu --data data/cpu \
-        --upsampler up3d --segmenter seg3d_up --days 0.064 [--overwrite]
+        --upsampler up3d --segmenter seg3d [--days 0.2515] [--overwrite]
+
+The demo simulates the 1 m reference block at the models' voxel size; ``input_days`` in the manifest
+is the exposure that gives that block the PoCA points per voxel of ``--equivalent-days`` full-scale days
+(the 2 mm full-scale voxel holds (2 / voxel_mm)^3 of a voxel's muons: 0.064 days at 5 mm for 1 day,
+measured 0.0988 against 0.0986 points per voxel in docs/separability.md).
 """
 
 from __future__ import annotations
@@ -29,10 +36,21 @@ from study_report import MODEL_SOURCE  # noqa: E402
 from volumetric.data.io import exposure_filename  # noqa: E402
 from volumetric.infer.checkpoint import export_weights, load_checkpoint  # noqa: E402
 from volumetric.schema import CLASS_NAMES  # noqa: E402
-from volumetric.data.dataset import load_dataset  # noqa: E402
+from volumetric.data.dataset import dataset_occupancy, equivalent_days, load_dataset  # noqa: E402
 from volumetric.pretrained import WEIGHTS_DIR, file_sha256  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "heldout"
+FULL_SCALE_VOXEL_MM = 2.0  # the calibration reference: the 1 m block at 2 mm (volumetric.data.build)
+
+
+def _heldout_days(meta: dict, days: float | None, equivalent: float) -> float:
+    if days is not None:
+        return days
+    labels = equivalent_days(meta)
+    match = [d for d, e in labels.items() if math.isclose(e, equivalent)]
+    if not match:
+        raise SystemExit(f"no dataset checkpoint is {equivalent:g} full-scale-equivalent days; pass --days")
+    return match[0]
 
 
 def parse_args(argv=None):
@@ -40,8 +58,11 @@ def parse_args(argv=None):
     p.add_argument("--study", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--upsampler", default="up3d")
-    p.add_argument("--segmenter", default="seg3d_up")
-    p.add_argument("--days", type=float, default=0.064)
+    p.add_argument("--segmenter", default="seg3d")
+    p.add_argument("--days", type=float, default=None,
+                   help="held-out input exposure, dataset days (default: the 1-day-equivalent checkpoint)")
+    p.add_argument("--equivalent-days", type=float, default=1.0,
+                   help="full-scale-equivalent days of the demo's input")
     p.add_argument("--case", default=None, help="held-out case (default: the first test case)")
     p.add_argument("--overwrite", action="store_true")
     return p.parse_args(argv)
@@ -90,6 +111,8 @@ def main(argv=None) -> None:
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     info = load_dataset(args.data, check_data=False)
     case = args.case or info.meta["splits"]["test"][0]
+    args.days = _heldout_days(info.meta, args.days, args.equivalent_days)
+    updates = {"occupancy_poca_per_voxel": dataset_occupancy(info.meta)}
     source = args.data / "cases" / case
     FIXTURE.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / exposure_filename(args.days), FIXTURE / "input.nii.gz")
@@ -98,11 +121,13 @@ def main(argv=None) -> None:
     models = {}
     for role, name in (("upsampler", args.upsampler), ("segmenter", args.segmenter)):
         run = args.study / "runs" / name
-        models[role] = _model_entry(run, export_weights(run / "checkpoints" / "best.pt", WEIGHTS_DIR / f"{name}.pt"))
+        models[role] = _model_entry(run, export_weights(run / "checkpoints" / "best.pt", WEIGHTS_DIR / f"{name}.pt",
+                                                        data_updates=updates))
     voxel_mm = float(info.meta["voxel_mm"])
     manifest = {
         "format": "volumetric-weights/1",
-        "input_days": args.days,
+        "input_days": round(args.equivalent_days * (FULL_SCALE_VOXEL_MM / voxel_mm) ** 3, 6),
+        "input_equivalent_days": args.equivalent_days,
         "voxel_mm": voxel_mm,
         "models": models,
         "heldout": {"case": case, "days": args.days, "fixture": "tests/fixtures/heldout",
