@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from nets import create_net
-from volumetric.infer.sliding_window import check_spacing, predict_volume, resolve_roi
+from volumetric.infer.sliding_window import check_spacing, predict_volume, resolve_roi, window_count
 
 
 class Identity(nn.Module):
@@ -23,6 +23,18 @@ class Identity(nn.Module):
 class Constant(Identity):
     def forward(self, x, exposure_days=None):
         return torch.full((x.shape[0], 2, *x.shape[2:]), 3.5)
+
+
+class WindowCounter(Identity):
+    """Identity that records the batch size of every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, x, exposure_days=None):
+        self.batches.append(x.shape[0])
+        return x * self.scale
 
 
 class ExposureEcho(Identity):
@@ -84,6 +96,26 @@ def test_bad_inputs_give_clear_errors():
         predict_volume(Identity(), x[0], roi_size=8)
     with pytest.raises(ValueError, match="exposure_days"):
         predict_volume(ExposureEcho(), x, roi_size=8, exposure_days=-1.0)
+    with pytest.raises(ValueError, match="progress must be True, False or a bar name"):
+        predict_volume(Identity(), x, roi_size=8, progress=3)
+
+
+@pytest.mark.parametrize(("shape", "roi", "overlap"), [((37, 29, 13), (16, 16, 8), 0.25), ((37, 29, 13), (16, 16, 13), 0.5),
+                                                       ((40, 40, 8), (16, 16, 8), 0.0), ((5, 40, 8), (5, 16, 8), 0.9)])
+def test_window_count_is_the_number_of_windows_monai_runs(shape, roi, overlap):
+    net = WindowCounter()
+    predict_volume(net, _volume(shape), roi_size=roi, overlap=overlap, sw_batch_size=3)
+    assert sum(net.batches) == window_count(shape, roi, overlap)
+    assert len(net.batches) == -(-window_count(shape, roi, overlap) // 3)
+
+
+def test_a_named_progress_bar_counts_every_window(capsys):
+    predict_volume(Identity(), _volume(), roi_size=16, sw_batch_size=3, progress="segmenter")
+    n = window_count((37, 29, 13), (16, 16, 13), 0.25)
+    err = capsys.readouterr().err
+    assert "segmenter: 100%" in err and f"{n}/{n}" in err and "window/s" in err
+    predict_volume(Identity(), _volume(), roi_size=16, progress=False)
+    assert "segmenter" not in capsys.readouterr().err
 
 
 def test_check_spacing_names_both_spacings():

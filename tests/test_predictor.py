@@ -168,6 +168,16 @@ def test_predict_upsampler_image_scales_and_segmenter_chain(runs, tiny_dataset):
     torch.testing.assert_close(chain.probabilities.sum(0), torch.ones(20, 20, 10))
 
 
+def test_window_bars_are_named_by_the_caller_or_by_the_task(runs, tiny_dataset, capsys):
+    up, seg = load_model(runs["upsample"]), load_model(runs["segment"])
+    raw = case_raw(tiny_dataset)
+    predict(up, raw, D0, 10.0, segmenter=seg, settings=WindowSettings(roi_size=(20, 20, 12), progress=True))
+    err = capsys.readouterr().err
+    assert "upsample: 100%" in err and "segment: 100%" in err and "1/1" in err
+    predict(seg, raw, D0, 10.0, settings=WindowSettings(roi_size=(20, 20, 12), progress="segmenter"))
+    assert "segmenter: 100%" in capsys.readouterr().err
+
+
 def test_predict_with_tta_returns_uncertainty(runs, tiny_dataset):
     seg = load_model(runs["segment"])
     pred = predict(seg, case_raw(tiny_dataset), D0, 10.0, settings=WindowSettings(roi_size=(20, 20, 12), tta=True))

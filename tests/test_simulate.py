@@ -84,3 +84,10 @@ def test_generated_count_follows_the_rate():
 def test_bad_checkpoints(days):
     with pytest.raises(ValueError, match="checkpoints_days"):
         simulate(days)
+
+
+@pytest.mark.parametrize(("progress", "name"), [(True, "simulate: 100%"), ("simulate case_0003", "simulate case_0003: 100%")])
+def test_the_progress_bar_is_named(progress, name, capsys):
+    list(iter_exposures(bar_grid(), DETECTOR, [0.01], 1, chunk_muons=4000, progress=progress))
+    err = capsys.readouterr().err
+    assert name in err and "chunk" in err and "muon chunks" not in err

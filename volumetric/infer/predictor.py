@@ -122,7 +122,8 @@ class WindowSettings:
         device: where the stitched outputs live (the CPU: whole blocks fit in host memory).
         amp: autocast windows (float16 on CUDA, bfloat16 on CPU).
         tta: average over the 8 XY symmetries and return uncertainty maps.
-        progress: show MONAI's progress bar per block.
+        progress: a progress bar per block (tqdm, stderr) counting windows: a name for the bar
+            (e.g. ``"segmenter"``), ``True`` to name it after the model's task, ``False`` for none.
     """
 
     roi_size: int | tuple[int, ...] | None = None
@@ -131,7 +132,7 @@ class WindowSettings:
     device: str = "cpu"
     amp: bool = False
     tta: bool = False
-    progress: bool = False
+    progress: bool | str = False
 
 
 @dataclass
@@ -380,7 +381,8 @@ def run_model(model: LoadedModel, x: torch.Tensor, exposure_days: float | None,
     _check_exposure(model, exposure_days)
     roi = settings.roi_size if settings.roi_size is not None else model.roi_size
     kwargs = dict(overlap=settings.overlap, sw_batch_size=settings.sw_batch_size, device=settings.device,
-                  amp=settings.amp, exposure_days=exposure_days, progress=settings.progress)
+                  amp=settings.amp, exposure_days=exposure_days,
+                  progress=model.task if settings.progress is True else settings.progress)
     if settings.tta:
         out = predict_volume_tta(model.pipeline, x, roi, dense_output=_dense_output(model), **kwargs)
     else:

@@ -17,13 +17,16 @@ from collections.abc import Sequence
 import numpy as np
 from nibabel.affines import voxel_sizes
 import torch
+from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 from torch import nn
+from tqdm.auto import tqdm
 
 
 __all__ = [
     "predict_volume",
     "resolve_roi",
+    "window_count",
     "check_spacing",
     "XY_SYMMETRIES",
     "xy_symmetry",
@@ -83,8 +86,20 @@ def _net_device(net: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _predictor(net: nn.Module, exposure_days: float | None, amp: bool):
-    """Window function: net forward with per-window exposure broadcast, float32 outputs."""
+def window_count(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's ``sliding_window_inference`` runs over one ``(X, Y, Z)`` volume.
+
+    MONAI's rule: the volume is padded up to the window, windows start every
+    ``int(roi * (1 - overlap))`` voxels (at least 1; the whole edge when the window spans it) and
+    the last window is flush with the far edge.
+    """
+    size = [max(s, r) for s, r in zip(shape, roi)]
+    interval = [r if r == s else max(1, int(r * (1 - overlap))) for s, r in zip(size, roi)]
+    return len(dense_patch_slices(size, roi, interval))
+
+
+def _predictor(net: nn.Module, exposure_days: float | None, amp: bool, bar=None):
+    """Window function: net forward with per-window exposure broadcast, float32 outputs; ticks ``bar``."""
 
     def run(window: torch.Tensor):
         days = None
@@ -93,6 +108,8 @@ def _predictor(net: nn.Module, exposure_days: float | None, amp: bool):
         dtype = torch.float16 if window.device.type == "cuda" else torch.bfloat16
         with torch.autocast(window.device.type, dtype=dtype, enabled=amp):
             out = net(window, exposure_days=days)
+        if bar is not None:
+            bar.update(window.shape[0])
         if isinstance(out, dict):
             return {k: v.float() for k, v in out.items()}
         return out.float()
@@ -111,7 +128,7 @@ def predict_volume(
     sw_device: torch.device | str | None = None,
     amp: bool = False,
     exposure_days: float | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """Run a net over a whole block by overlapping windows.
 
@@ -134,14 +151,15 @@ def predict_volume(
         sw_device: where windows run (``None``: the device of the net's weights).
         amp: autocast windows (float16 on CUDA, bfloat16 on CPU); outputs are float32.
         exposure_days: exposure time in days for conditioned nets, else ``None``.
-        progress: show MONAI's progress bar.
+        progress: ``True`` for MONAI's (unnamed) progress bar; a name (e.g. ``"segmenter"``) for a
+            bar of that name counting windows (tqdm, stderr); ``False`` for none.
 
     Returns:
         ``(C_out, X, Y, Z)`` float32 tensor on ``device``, or a dict of such tensors for joint nets.
 
     Raises:
-        ValueError: for a wrong rank or channel count, NaN/Inf input, a bad window, overlap
-            or exposure.
+        ValueError: for a wrong rank or channel count, NaN/Inf input, a bad window, overlap,
+            exposure or progress value.
     """
     x = _as_volume(volume)
     _check_channels(net, x.shape[0])
@@ -153,19 +171,31 @@ def predict_volume(
         raise ValueError(f"exposure_days must be a positive number of days, got {exposure_days!r}")
     roi = resolve_roi(roi_size, x.shape[1:], int(getattr(net, "size_multiple", 1)))
     sw_device = _net_device(net) if sw_device is None else torch.device(sw_device)
+    bar = _named_bar(progress, window_count(x.shape[1:], roi, overlap))
     was_training = net.training
     net.eval()
     try:
         with torch.inference_mode():
             out = sliding_window_inference(
-                x[None], roi, sw_batch_size, _predictor(net, exposure_days, amp), overlap=overlap, mode=mode,
-                sw_device=sw_device, device=device, progress=progress,
+                x[None], roi, sw_batch_size, _predictor(net, exposure_days, amp, bar), overlap=overlap, mode=mode,
+                sw_device=sw_device, device=device, progress=progress is True,
             )
     finally:
         net.train(was_training)
+        if bar is not None:
+            bar.close()
     if isinstance(out, dict):
         return {k: v[0] for k, v in out.items()}
     return out[0]
+
+
+def _named_bar(progress: bool | str, total: int):
+    """A tqdm bar called ``progress`` over ``total`` windows, or ``None`` unless ``progress`` is a name."""
+    if isinstance(progress, bool):
+        return None
+    if not isinstance(progress, str) or not progress:
+        raise ValueError(f"progress must be True, False or a bar name, got {progress!r}")
+    return tqdm(total=total, desc=progress, unit="window")
 
 
 def check_spacing(affine: np.ndarray, trained_voxel_mm: float | Sequence[float], tolerance: float = 0.01) -> None:

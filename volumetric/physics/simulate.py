@@ -141,7 +141,7 @@ def iter_exposures(
     chunk_muons: int = 1 << 17,
     device="cpu",
     on_chunk: Callable[[DetectedMuons], None] | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     counts: SimulationCounts | None = None,
     channels=CHANNEL_NAMES,
     theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
@@ -158,7 +158,8 @@ def iter_exposures(
         chunk_muons: expected muons per chunk (sets the chunk duration; part of the seed contract).
         device: torch device for generation, transport and PoCA; sums are kept on the CPU.
         on_chunk: called with every chunk's accepted muons (e.g. a track writer).
-        progress: show a progress bar (tqdm, stderr).
+        progress: show a progress bar over muon chunks (tqdm, stderr), named ``simulate`` or, when a
+            string, named by it (e.g. ``"simulate case_0003"``).
         counts: filled in with running totals if given.
         channels: statistics channels to accumulate (``volumetric.schema``).
         theta_threshold_rad: angle threshold of the ``*_above_threshold`` channels (rad).
@@ -177,7 +178,8 @@ def iter_exposures(
     counts = counts if counts is not None else SimulationCounts()
     grid = grid.to(device)
     next_stop = 0
-    for index in tqdm(range(n_chunks), desc="muon chunks", unit="chunk", disable=not progress):
+    label = progress if isinstance(progress, str) else "simulate"
+    for index in tqdm(range(n_chunks), desc=label, unit="chunk", disable=not progress):
         t0, t1 = index * chunk_s, min((index + 1) * chunk_s, stops_s[-1])
         detected, chunk_counts = simulate_chunk(grid, detector, flux, (t0, t1), seed, index, method, device)
         for key, value in chunk_counts.items():
