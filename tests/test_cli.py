@@ -36,7 +36,8 @@ def test_simulate_writes_a_complete_case(tmp_path, geometry, capsys):
     out, tracks = tmp_path / "case", tmp_path / "tracks.h5"
     assert _simulate(geometry, out, "--save-tracks", str(tracks)) == 0
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert names == [".volumetric-output", "exposures/0.01d.nii.gz", "exposures/0.02d.nii.gz", "geometry.json",
+    assert names == [".volumetric-output", "exposures/0.01d.nii.gz", "exposures/0.01d_mean_theta2_mrad2.nii.gz",
+                     "exposures/0.02d.nii.gz", "exposures/0.02d_mean_theta2_mrad2.nii.gz", "geometry.json",
                      "inv_x0_per_mm.nii.gz", "label.nii.gz", "preview.png", "simulation.json"]
     vol, affine = load_nifti(out / "exposures/0.02d.nii.gz")
     early, _ = load_nifti(out / "exposures/0.01d.nii.gz")

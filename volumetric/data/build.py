@@ -253,7 +253,7 @@ def build_dataset(
         simulate_case(case_block(preset, seed, j), folder, preset.voxel_mm, list(preset.checkpoints_days),
                       seed=case_seed(seed, j), rate_hz_per_m2=preset.rate_hz_per_m2, method=preset.method,
                       chunk_muons=preset.chunk_muons, device=device, progress=False, overwrite=True,
-                      theta_threshold_rad=preset.theta_threshold_rad)
+                      theta_threshold_rad=preset.theta_threshold_rad, mean_theta2_nifti=False)
         built.append(folder.name)
         if on_case is not None:
             on_case(folder.name)

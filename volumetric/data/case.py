@@ -8,6 +8,10 @@ Folder layout (all NIfTI ``(X, Y, Z[, C])``, z up, affine = voxel size and block
     exposures/<days>d.nii.gz    float32 (X, Y, Z, C): the statistics channels of volumetric.schema
                                 (PoCA and path sums), cumulative over [0, days]; their names are in
                                 the file (NIfTI comment extension) and in simulation.json
+    exposures/<days>d_mean_theta2_mrad2.nii.gz
+                                float32 (X, Y, Z): mean theta^2 per voxel in mrad^2 (0 where no PoCA),
+                                an image for a viewer such as 3D Slicer (single cases only, see
+                                ``simulate_case``'s ``mean_theta2_nifti``; dataset builds skip it)
     simulation.json             settings, seed, detector, muon counts, measured PoCA points and path
                                 tracks per voxel of every exposure, software version
     preview.png                 XY and XZ slices of mean theta^2 and of the label map
@@ -32,10 +36,10 @@ import torch
 from volumetric.physics.detector import Detector, default_detector
 from volumetric.physics.geometry import Block, RasterisedBlock, check_voxel_size, rasterise, save_geometry
 from volumetric.data.io import TrackWriter, check_output_folder, exposure_filename, save_nifti, save_statistics
-from volumetric.data.io import output_folder
+from volumetric.data.io import mean_theta2_filename, output_folder
 from volumetric.physics.muons import EcoMugFlux
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD
-from volumetric.figures import mean_theta2_mrad2, save_slice_montage
+from volumetric.figures import MEAN_THETA2_LABEL, mean_theta2_mrad2, save_slice_montage
 from volumetric.physics.simulate import DetectedMuons, SimulationCounts, iter_exposures
 from volumetric.physics.transport import MaterialGrid
 
@@ -100,8 +104,13 @@ def simulate_case(
     progress: bool = True,
     overwrite: bool = False,
     theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
+    mean_theta2_nifti: bool = True,
 ) -> dict:
     """Simulate ``block`` for the longest exposure and write the case folder ``out_dir``.
+
+    ``progress`` ``True`` shows a bar named ``simulate <folder name>``; ``mean_theta2_nifti`` also
+    writes each exposure's mean theta^2 image (mrad^2) for a viewer (see :func:`write_exposure`;
+    dataset builds turn it off: 14 extra files a case).
 
     Returns:
         The ``simulation.json`` content (settings, counts, timing).
@@ -119,13 +128,14 @@ def simulate_case(
     flux = EcoMugFlux(rate_hz_per_m2=rate_hz_per_m2, theta_max_rad=detector.max_zenith_rad())
     settings = _settings(block, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
                          theta_threshold_rad)
+    progress = f"simulate {out_dir.name}" if progress is True else progress
     with output_folder(out_dir, "volumetric.data.case.simulate_case") as work:
         return _write_case(block, work, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
-                           save_tracks, device, progress, settings)
+                           save_tracks, device, progress, settings, mean_theta2_nifti)
 
 
 def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk_muons, save_tracks, device,
-                progress, settings) -> dict:
+                progress, settings, mean_theta2_nifti) -> dict:
     start = time.perf_counter()
     raster = write_truth(work, block, voxel_mm)
     v3 = (raster.voxel_mm,) * 3
@@ -137,24 +147,24 @@ def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk
             device=device, progress=progress, counts=counts, theta_threshold_rad=settings["theta_threshold_rad"],
             on_chunk=(lambda muons: writer.append(_track_records(muons))) if writer else None,
         )
-        last, occupancy = _write_exposures(exposures, work, v3)
+        last, occupancy = _write_exposures(exposures, work, v3, mean_theta2_nifti)
     summary = dict(settings)
     summary["counts"] = {k: v for k, v in vars(counts).items() if k != "extra"}
     summary["occupancy"] = occupancy
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["host"] = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device)}
     (work / "simulation.json").write_text(json.dumps(summary, indent=2))
-    rows = {f"mean theta^2 (mrad^2), {days[-1]:g} d": mean_theta2_mrad2(last)}
-    save_slice_montage(work / "preview.png", rows, raster.label, v3)
+    rows = {f"simulated {days[-1]:g} d": mean_theta2_mrad2(last, CHANNEL_NAMES)}
+    save_slice_montage(work / "preview.png", rows, {"true classes": raster.label}, v3, colour_label=MEAN_THETA2_LABEL)
     return summary
 
 
-def _write_exposures(exposures, work: Path, voxel3) -> tuple[np.ndarray, dict]:
+def _write_exposures(exposures, work: Path, voxel3, mean_theta2_nifti: bool) -> tuple[np.ndarray, dict]:
     """Write every exposure; returns the last one's sums and the measured occupancy per exposure."""
     last, occupancy = None, {}
     for exposure in exposures:
         last = exposure.sums.numpy()
-        write_exposure(work, exposure.days, last, exposure.channels, voxel3)
+        write_exposure(work, exposure.days, last, exposure.channels, voxel3, mean_theta2_nifti)
         occupancy[f"{exposure.days:g}"] = exposure.occupancy
     return last, occupancy
 
@@ -169,6 +179,17 @@ def write_truth(folder: Path, block: Block, voxel_mm: float) -> RasterisedBlock:
     return raster
 
 
-def write_exposure(folder: Path, days: float, sums: np.ndarray, channels, voxel3) -> Path:
-    """Write one exposure's statistics ``(C, X, Y, Z)`` as ``exposures/<days>d.nii.gz`` with its channel names."""
-    return save_statistics(Path(folder) / exposure_filename(days), sums, channels, voxel3)
+def write_exposure(folder: Path, days: float, sums: np.ndarray, channels, voxel3,
+                   mean_theta2_nifti: bool = False) -> Path:
+    """Write one exposure's statistics ``(C, X, Y, Z)`` as ``exposures/<days>d.nii.gz`` with its channel names.
+
+    With ``mean_theta2_nifti`` also ``exposures/<days>d_mean_theta2_mrad2.nii.gz``: float32 ``(X, Y, Z)``
+    mean theta^2 per voxel in mrad^2 (0 where no PoCA), same affine: what a viewer (3D Slicer)
+    should open, rather than the statistics file whose first channel is the PoCA count.
+    Returns the statistics file.
+    """
+    path = save_statistics(Path(folder) / exposure_filename(days), sums, channels, voxel3)
+    if mean_theta2_nifti:
+        image = mean_theta2_mrad2(np.asarray(sums), channels).astype(np.float32)
+        save_nifti(Path(folder) / mean_theta2_filename(days), image, voxel3)
+    return path

@@ -30,6 +30,7 @@ __all__ = [
     "atomic_path",
     "read_json_object",
     "exposure_filename",
+    "mean_theta2_filename",
     "check_output_folder",
     "output_folder",
     "OUTPUT_MARKER",
@@ -285,6 +286,14 @@ def read_tracks(path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
 def exposure_filename(days: float) -> str:
     """``exposures/<days>d.nii.gz`` with the shortest exact decimal, e.g. ``0.25d``, ``100d``."""
     return f"exposures/{float(days):g}d.nii.gz"
+
+
+def mean_theta2_filename(days: float) -> str:
+    """``exposures/<days>d_mean_theta2_mrad2.nii.gz``: the viewer image beside :func:`exposure_filename`.
+
+    Its name does not end in ``d.nii.gz``, so listings of ``exposures/*d.nii.gz`` skip it.
+    """
+    return f"exposures/{float(days):g}d_mean_theta2_mrad2.nii.gz"
 
 
 def check_output_folder(out_dir: Path, overwrite: bool) -> None:
