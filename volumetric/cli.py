@@ -49,6 +49,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
+    return value
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -122,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "write the upsampled volume, label map, montage and object list")
     demo.add_argument("--geometry", type=Path, default=None,
                       help="block to simulate (default: examples/reference_block.json, the talk's block)")
+    demo.add_argument("--min-object-diameter-mm", type=_non_negative_float, default=None,
+                      help="objects.json leaves out found objects whose equivalent diameter (sphere of the same "
+                           "volume) is smaller, mm (default 10; recorded in quickstart.json)")
     _add_run_options(demo)
     _add_train_parser(sub)
     _add_infer_parser(sub)
@@ -284,11 +297,12 @@ def _run_demo(args) -> int:
         torch.set_num_threads(args.threads)
     block = load_geometry(args.geometry or _reference_geometry_path())
     detector = _load_detector(args.detector) if args.detector else None
+    size = {} if args.min_object_diameter_mm is None else {"min_object_diameter_mm": args.min_object_diameter_mm}
     summary = run_quickstart(args.out, block, seed=args.seed, device=_device(args.device), overwrite=args.overwrite,
                              progress=not args.no_progress, method=args.method, detector=detector,
-                             rate_hz_per_m2=args.rate_hz_per_m2, save_tracks=args.save_tracks)
+                             rate_hz_per_m2=args.rate_hz_per_m2, save_tracks=args.save_tracks, **size)
     print(json.dumps({k: summary[k] for k in ("out", "input_days", "voxel_mm", "dice", "objects_found",
-                                              "simulate_s", "predict_s", "files")}))
+                                              "false_positives", "warnings", "simulate_s", "predict_s", "files")}))
     return 0
 
 
