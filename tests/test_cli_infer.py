@@ -47,6 +47,7 @@ def test_outputs_keep_the_input_affine(setup, tmp_path, capsys):
     np.testing.assert_array_equal(label, probabilities.argmax(-1))
     record = json.loads(Path(files["record"]).read_text())
     assert record["image_units"] == ["mean_theta2_rad2"] and record["exposure_days"] == float(D1)
+    assert set(record["conditioning_days"]) == {"model"} and record["conditioning_days"]["model"] > 0
     assert record["settings"]["roi_size"] == [16, 16, 8]
 
 
@@ -98,11 +99,23 @@ def test_bad_inputs_exit_2_with_one_line(setup, tmp_path, capsys, make, message)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_nifti_without_stated_days_is_conditioned_by_its_poca_points(setup, tmp_path, capsys):
+    code = main(["infer", str(setup["nifti"]), "--out", str(tmp_path), "--no-progress", "--run", str(setup["run"]),
+                 "--roi", "16", "16", "8", "--device", "cpu"])
+    files = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    record = json.loads(Path(files["record"]).read_text())
+    assert code == 0 and record["exposure_days"] is None and record["conditioning_days"]["model"] > 0
+    empty = tmp_path / "empty.nii.gz"  # no PoCA point to condition on
+    nib.save(nib.Nifti1Image(np.zeros_like(setup["array"]), AFFINE), str(empty))
+    code = main(["infer", str(empty), "--out", str(tmp_path / "out"), "--no-progress", "--run", str(setup["run"])])
+    err = capsys.readouterr().err
+    assert code == 2 and "an empty input" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--run", "{root}/nowhere"], "no such run folder"),
-        (["--run", "{run}"], "exposure-conditioned"),  # no --exposure-days for a NIfTI
         (["--run", "{run}", "--segmenter", "{run}", "--exposure-days", D1], "segmenter goes after an upsample"),
         (["--checkpoint", "{root}/block.nii.gz", "--exposure-days", D1], "corrupted or unreadable checkpoint"),
     ],

@@ -163,7 +163,7 @@ def test_predict_upsampler_image_scales_and_segmenter_chain(runs, tiny_dataset):
     torch.testing.assert_close(chain.image, pred.image)
     composed = compose_input(normalise_input(raw, seg.normalisation, seg.channels), pred.image, pred.image_channels,
                              up.normalisation, seg.normalisation, seg.channels)
-    direct = run_model(seg, composed, D0, ONE_WINDOW)
+    direct = run_model(seg, composed, chain.conditioning_days["segmenter"], ONE_WINDOW)
     assert chain.label.shape == (20, 20, 10) and torch.equal(chain.label, direct.label)
     torch.testing.assert_close(chain.probabilities.sum(0), torch.ones(20, 20, 10))
 
@@ -203,11 +203,14 @@ def test_model_compatibility_checks(runs, tiny_dataset, tmp_path):
     raw = case_raw(tiny_dataset)
     with pytest.raises(ValueError, match="differs from the model's training voxel size 10 mm"):
         predict(up, raw, D0, voxel_mm=5.0)
+    with pytest.warns(UserWarning, match="outside the model's training range"):
+        pred = predict(up, raw * 100, D0, 10.0)  # 100x the PoCA points of any training image
+    assert pred.warnings and "extrapolation" in pred.warnings[0]
+    up.meta.pop("occupancy_poca_per_voxel")  # a checkpoint from before occupancy curves: the stated days
     with pytest.raises(ValueError, match="exposure-conditioned"):
         predict(up, raw, None, 10.0)
     with pytest.warns(UserWarning, match="outside the model's training range"):
-        pred = predict(up, raw, 30.0, 10.0)
-    assert pred.warnings and "extrapolation" in pred.warnings[0]
+        predict(up, raw, 30.0, 10.0)
     with pytest.raises(FileNotFoundError, match="no such run folder"):
         load_model(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -215,6 +218,30 @@ def test_model_compatibility_checks(runs, tiny_dataset, tmp_path):
         load_model(tmp_path / "empty")
     with pytest.raises(ValueError, match="segmenter goes after an upsample run"):
         predict(load_model(runs["segment"]), raw, D0, 10.0, segmenter=load_model(runs["segment"]))
+
+
+def test_conditioning_is_calibrated_by_the_poca_points_the_input_holds(runs, tiny_dataset):
+    from volumetric.data.dataset import load_dataset
+
+    up, seg = load_model(runs["upsample"]), load_model(runs["segment"])
+    measured = load_dataset(tiny_dataset, check_data=False).meta["measured_occupancy"]
+    raw = case_raw(tiny_dataset, days=PRESETS["tiny"].checkpoints_days[1])  # inside the training curve
+    held = float(raw[CHANNEL_NAMES.index("count")].double().mean())
+    pred = predict(up, raw, 123.0, 10.0, segmenter=seg, settings=ONE_WINDOW)  # the stated days are not used
+    days = pred.conditioning_days
+    assert set(days) == {"model", "segmenter"} and days["model"] == days["segmenter"] and not pred.warnings
+    curve = {float(d): v["poca_points_per_voxel"] for d, v in measured.items()}
+    below = max((d for d in curve if curve[d] <= held), default=min(curve))
+    above = min((d for d in curve if curve[d] >= held), default=max(curve))
+    assert below * 0.999 <= days["model"] <= above * 1.001  # between the training days bracketing it
+    doubled = predict(up, raw * 2, None, 10.0, settings=ONE_WINDOW).conditioning_days["model"]
+    assert doubled > days["model"]  # twice the points: a longer training exposure
+    without = predict(up, raw, D0, 10.0, settings=ONE_WINDOW)
+    seg.meta.pop("occupancy_poca_per_voxel")
+    assert predict(seg, raw, D0, 10.0, settings=ONE_WINDOW).conditioning_days == {"model": D0}
+    with pytest.raises(ValueError, match="PoCA points per voxel must be positive"):
+        predict(up, torch.zeros_like(raw), D0, 10.0, settings=ONE_WINDOW)
+    assert without.conditioning_days["model"] == pytest.approx(days["model"])
 
 
 def test_channels_are_picked_by_name(runs, tiny_dataset):

@@ -198,8 +198,9 @@ def _add_infer_parser(sub) -> None:
     infer.add_argument("--segmenter", type=Path, default=None,
                        help="segment run folder or checkpoint applied after an upsample --run")
     infer.add_argument("--exposure-days", type=_positive_float, default=None,
-                       help="exposure of the input in days (needed by exposure-conditioned models; for a case "
-                            "folder: which exposure, default the shortest)")
+                       help="exposure of the input in days (for a case folder: which exposure, default the "
+                            "shortest; conditioned models that record their training occupancy are given the "
+                            "training days with the input's PoCA points per voxel instead)")
     infer.add_argument("--roi", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                        help="window in voxels (default: the run's validation window or patch size)")
     infer.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")

@@ -204,6 +204,7 @@ def check_compatible(
     exposure_days: float | None = None,
     tolerance: float = 0.01,
     strict_exposure: bool = False,
+    exposure_tolerance: float = 0.0,
 ) -> list[str]:
     """Check that inference data lie inside what a model was trained on.
 
@@ -217,6 +218,9 @@ def check_compatible(
         exposure_days: exposure (days) of the data, or ``None`` to skip.
         tolerance: relative tolerance on the voxel size.
         strict_exposure: raise instead of warning for an exposure outside the range.
+        exposure_tolerance: relative margin around the trained range (for exposures matched by
+            occupancy: one block's PoCA points per voxel scatter by a few % around the mean the
+            training days were matched to).
 
     Returns:
         The warning messages issued (empty when compatible).
@@ -238,7 +242,8 @@ def check_compatible(
     if exposure_days is not None and low_high is not None:
         low, high = (float(v) for v in low_high)
         days = float(exposure_days)
-        if not low * (1 - 1e-6) <= days <= high * (1 + 1e-6):
+        margin = 1e-6 + exposure_tolerance
+        if not low * (1 - margin) <= days <= high * (1 + margin):
             message = (f"exposure {days:g} days is outside the model's training range [{low:g}, {high:g}] days: "
                        f"the prediction is an extrapolation")
             if strict_exposure:

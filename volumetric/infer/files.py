@@ -127,7 +127,8 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     ``<stem>_label.nii.gz`` (uint8 classes), ``<stem>_probabilities.nii.gz`` (``(X, Y, Z, K)``,
     with ``save_probabilities``), with TTA ``<stem>_uncertainty.nii.gz`` (image std, normalised
     units) and ``<stem>_label_uncertainty.nii.gz`` (std of the chosen class's probability), and
-    ``<stem>_inference.json`` (models, exposure, channels, settings, warnings).
+    ``<stem>_inference.json`` (models, exposure, the exposure each model was conditioned on,
+    channels, settings, warnings).
 
     Raises:
         FileExistsError: when an output exists and ``overwrite`` is False (before predicting).
@@ -155,7 +156,8 @@ def infer_file(in_path: str | Path, out_dir: str | Path, model: LoadedModel, seg
     arrays = _arrays(pred)
     for key in keys[:-1]:
         save_nifti_affine(files[key], arrays[key], affine)
-    record = {"input": str(in_path), "exposure_days": exposure_days, "model": str(model.source),
+    record = {"input": str(in_path), "exposure_days": exposure_days, "conditioning_days": pred.conditioning_days,
+              "model": str(model.source),
               "segmenter": str(segmenter.source) if segmenter else None, "image_channels": pred.image_channels,
               "image_units": [per_muon_name(c) for c in pred.image_channels or []],
               "settings": dataclasses.asdict(settings), "warnings": pred.warnings,

@@ -44,7 +44,8 @@ from volumetric.schema import LEGACY_CHANNEL_NAMES, channel_indices
 from volumetric.schema import TASKS, task_spec
 from volumetric.schema import legacy_channel_names, non_negative
 from volumetric.infer.pipeline import InputPipeline, is_conditioned
-from volumetric.infer.checkpoint import build_net, check_compatible, load_checkpoint
+from volumetric.infer.checkpoint import (build_net, check_compatible, load_checkpoint, matched_exposure_days,
+                                         occupancy_curve)
 
 __all__ = [
     "LoadedModel",
@@ -59,6 +60,7 @@ __all__ = [
     "normalised_channels",
     "compose_input",
     "run_model",
+    "conditioning_days",
     "predict",
 ]
 
@@ -149,6 +151,9 @@ class Prediction:
         label_std: with TTA, standard deviation over the symmetries of the probability of the
             class in ``label`` (0 where every symmetry agrees).
         warnings: compatibility warnings issued (e.g. an exposure outside the trained range).
+        conditioning_days: the exposure (days) each conditioned model was given, by role
+            (``model``, ``segmenter``): the training days whose images held the input's PoCA
+            points per voxel when the model records its training occupancy, else the stated days.
     """
 
     image: torch.Tensor | None = None
@@ -159,6 +164,7 @@ class Prediction:
     image_std: torch.Tensor | None = None
     label_std: torch.Tensor | None = None
     warnings: list[str] = field(default_factory=list)
+    conditioning_days: dict[str, float | None] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,12 +406,18 @@ def run_model(model: LoadedModel, x: torch.Tensor, exposure_days: float | None,
     return pred
 
 
-def _compatible(model: LoadedModel, voxel_mm: float | None, exposure_days: float | None) -> list[str]:
+MATCHED_EXPOSURE_TOLERANCE = 0.1
+"""Relative margin of the trained exposure range for occupancy-matched days (a block's PoCA points per
+voxel scatter by a few % around the dataset mean its training days were matched to)."""
+
+
+def _compatible(model: LoadedModel, voxel_mm: float | None, exposure_days: float | None, matched: bool) -> list[str]:
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # returned and re-issued by predict
-        return check_compatible(model.meta, voxel_mm=voxel_mm, exposure_days=exposure_days)
+        return check_compatible(model.meta, voxel_mm=voxel_mm, exposure_days=exposure_days,
+                                exposure_tolerance=MATCHED_EXPOSURE_TOLERANCE if matched else 0.0)
 
 
 def _segmenter_input(segmenter: LoadedModel, raw: torch.Tensor, channels: Sequence[str], first: Prediction,
@@ -420,6 +432,25 @@ def _segmenter_input(segmenter: LoadedModel, raw: torch.Tensor, channels: Sequen
                          segmenter.channels)
 
 
+def conditioning_days(model: LoadedModel, raw: torch.Tensor, channels: Sequence[str],
+                      exposure_days: float | None) -> float | None:
+    """The exposure (days) a model is conditioned on for ``raw``: calibrated by what the image holds.
+
+    A model saw its training blocks' PoCA points per voxel at each training exposure; a block of
+    another size, detector or rate holds a different number after the same days. When the
+    checkpoint records its training dataset's occupancy curve and ``raw`` has the ``count``
+    channel, the exposure is the training days with the input's mean PoCA points per voxel
+    (:func:`~volumetric.infer.checkpoint.matched_exposure_days`); otherwise ``exposure_days``.
+
+    Raises:
+        ValueError: for an input without PoCA points (all-zero ``count``).
+    """
+    curve = occupancy_curve(model.meta)
+    if not model.conditioned or curve is None or "count" not in channels:
+        return exposure_days
+    return matched_exposure_days(float(raw[list(channels).index("count")].double().mean()), curve)
+
+
 def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: float | None = None,
             voxel_mm: float | None = None, segmenter: LoadedModel | None = None,
             settings: WindowSettings | None = None, channels: Sequence[str] | None = None) -> Prediction:
@@ -429,7 +460,9 @@ def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: f
         model: an upsample, segment or joint model (:func:`load_model`).
         raw: raw statistics ``(C, X, Y, Z)`` as in the dataset's exposure files (channel first,
             not normalised); the model's channels are picked from it by name.
-        exposure_days: the input's exposure (days); required by exposure-conditioned models.
+        exposure_days: the input's exposure (days); required by exposure-conditioned models that
+            do not record their training occupancy (others are conditioned by
+            :func:`conditioning_days`, see ``Prediction.conditioning_days``).
         voxel_mm: the input's voxel edge (mm); checked against the training voxel when given.
         segmenter: a segment model applied after an upsampler (see the module docstring).
         settings: window settings (default :class:`WindowSettings`).
@@ -447,17 +480,20 @@ def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: f
     settings = settings or WindowSettings()
     if segmenter is not None and (model.task != "upsample" or segmenter.task != "segment"):
         raise ValueError(f"a segmenter goes after an upsample run: got {model.task!r} then {segmenter.task!r}")
-    models = [model] + ([segmenter] if segmenter is not None else [])
-    issued = [m for mod in models for m in _compatible(mod, voxel_mm, exposure_days)]
-    for message in dict.fromkeys(issued):
-        warnings.warn(message, UserWarning, stacklevel=2)
     raw = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
     channels = tuple(channels) if channels is not None else model.channels
     x = normalise_input(select_channels(raw, channels, model.channels), model.normalisation, model.channels)
-    first = run_model(model, x, exposure_days, settings)
-    first.warnings = list(dict.fromkeys(issued))
+    roles = {"model": model, **({"segmenter": segmenter} if segmenter is not None else {})}
+    days = {role: conditioning_days(m, raw, channels, exposure_days) for role, m in roles.items()}
+    issued = [w for role, m in roles.items()
+              for w in _compatible(m, voxel_mm, days[role], matched=occupancy_curve(m.meta) is not None)]
+    for message in dict.fromkeys(issued):
+        warnings.warn(message, UserWarning, stacklevel=2)
+    first = run_model(model, x, days["model"], settings)
+    first.warnings, first.conditioning_days = list(dict.fromkeys(issued)), days
     if segmenter is None:
         return first
-    second = run_model(segmenter, _segmenter_input(segmenter, raw, channels, first, model), exposure_days, settings)
+    second = run_model(segmenter, _segmenter_input(segmenter, raw, channels, first, model), days["segmenter"],
+                       settings)
     first.probabilities, first.label, first.label_std = second.probabilities, second.label, second.label_std
     return first
