@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from volumetric.cli import device_arg
+from volumetric.cli import device_arg, overlap_arg, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,13 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="report folder (summary.json, metrics.csv, PNGs)")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"), help="cases to evaluate")
     p.add_argument("--segmenter", type=Path, default=None, help="segment run applied after an upsample --run")
-    p.add_argument("--max-cases", type=int, default=None, help="evaluate only the first N cases of the split")
+    p.add_argument("--max-cases", type=positive_int, default=None, help="evaluate only the first N cases of the split")
     p.add_argument("--exposures", type=float, nargs="+", default=None,
                    help="input exposures in days (default: every checkpoint but the target)")
     p.add_argument("--roi", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="window in voxels (default: each run's validation window or patch size)")
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
-    p.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--overlap", type=overlap_arg, default=0.25, help="window overlap fraction in [0, 1)")
+    p.add_argument("--sw-batch-size", type=positive_int, default=4, help="windows per forward pass")
     p.add_argument("--device", type=device_arg, default="auto", help="where windows run: auto, cpu, cuda, cuda:N")
     p.add_argument("--tta", action="store_true", help="average predictions over the 8 XY flips/rotations")
     p.add_argument("--threshold", type=float, default=0.5, help="fraction of an object's voxels to count it found")

@@ -63,6 +63,10 @@ BAD_FLAGS = {
     "demo-device": (["demo", "--device", "tpu"], "argument --device"),
     "demo-threads": (["demo", "--threads", "0"], "argument --threads"),
     "infer-device": (["infer", "x.nii.gz", "--checkpoint", "x.pt", "--device", "cuda:x"], "argument --device"),
+    "infer-sw-batch-0": (["infer", "x.nii.gz", "--checkpoint", "x.pt", "--sw-batch-size", "0"],
+                         "argument --sw-batch-size: expected a positive integer"),
+    "infer-overlap-1": (["infer", "x.nii.gz", "--checkpoint", "x.pt", "--overlap", "1"],
+                        "argument --overlap: expected a fraction in [0, 1)"),
 }
 
 
@@ -77,14 +81,20 @@ def test_bad_device_or_threads_flag_is_an_argparse_error(name, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_py_refuses_an_unknown_device(tmp_path, capsys):
+@pytest.mark.parametrize("flag, message", [
+    (["--device", "tpu"], "argument --device: expected auto, cpu, cuda or cuda:N"),
+    (["--sw-batch-size", "0"], "argument --sw-batch-size: expected a positive integer"),
+    (["--overlap", "-0.1"], "argument --overlap: expected a fraction in [0, 1)"),
+    (["--max-cases", "0"], "argument --max-cases: expected a positive integer"),
+])
+def test_evaluate_py_refuses_bad_flags(flag, message, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("evaluate_entry", ROOT / "evaluate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     with pytest.raises(SystemExit) as exit_:
-        module.main(["--run", "r", "--data", "d", "--out", str(tmp_path / "out"), "--device", "tpu"])
+        module.main(["--run", "r", "--data", "d", "--out", str(tmp_path / "out"), *flag])
     assert exit_.value.code == 2
-    assert "argument --device: expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("override, message", [

@@ -59,6 +59,17 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def overlap_arg(text: str) -> float:
+    """argparse type of ``--overlap``: a window overlap fraction in ``[0, 1)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -203,8 +214,8 @@ def _add_infer_parser(sub) -> None:
                             "training days with the input's PoCA points per voxel instead)")
     infer.add_argument("--roi", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                        help="window in voxels (default: the run's validation window or patch size)")
-    infer.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
-    infer.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass")
+    infer.add_argument("--overlap", type=overlap_arg, default=0.25, help="window overlap fraction in [0, 1)")
+    infer.add_argument("--sw-batch-size", type=positive_int, default=4, help="windows per forward pass")
     infer.add_argument("--device", type=device_arg, default="auto",
                        help="where windows run: auto (CUDA if present), cpu, cuda, cuda:1 ...")
     infer.add_argument("--tta", action="store_true",
