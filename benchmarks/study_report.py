@@ -279,9 +279,10 @@ def write_report(args, trained: dict[str, dict], evaluations: dict[str, Path], c
         f"test cases: {', '.join(first['cases'])}. Exposures are dataset (simulated) days"
         + (" and, in brackets, full-scale-equivalent days (the same mean PoCA points per voxel as the 1 m block "
            "at 2 mm, from dataset.json)." if equivalent else "."),
-        (f"Training budget: {args.budget_min:g} wall-clock minutes per model, one model after the other, "
-         f"{getattr(args, 'threads', 2)} CPU thread(s) per process on a 2-core machine (a study pinned to one "
-         "core with `taskset` leaves the other for other work; the cores still share memory bandwidth)."),
+        (f"Training budget: {args.budget_min:g} wall-clock minutes per model, "
+         f"{getattr(args, 'threads', 2)} CPU thread(s) per process on a 2-core machine; with one thread, "
+         "processes were pinned to a core each (`taskset`) and up to two models trained side by side, sharing "
+         "memory bandwidth, so equal budgets bought somewhat unequal step counts (below)."),
         "",
         "| model | what | steps in budget | median step s | data-loader share |",
         "|---|---|---|---|---|",
