@@ -74,13 +74,15 @@ def stage_times(grid, detector, n_seconds: float, device) -> dict:
     top = grid.top_z_mm
     incoming = tick("detect_in", lambda: measure_tracks(detector.above, muons.x_mm, muons.y_mm, muons.tx, muons.ty,
                                                         plane.z_mm, top, gen))
+    generated = len(muons)
+    muons, incoming = muons.select(incoming.ok), incoming.select(incoming.ok)  # as simulate_chunk: measured ones
     drop = plane.z_mm - top
     state = TrackState(muons.x_mm + muons.tx * drop, muons.y_mm + muons.ty * drop, muons.tx, muons.ty, muons.p_gev,
                        torch.ones(len(muons), dtype=torch.bool, device=device))
     out = tick("transport", lambda: transport_through_block(grid, state, gen, method="straight"))
     outgoing = tick("detect_out", lambda: measure_tracks(detector.below, out.x_mm, out.y_mm, out.tx, out.ty, 0.0, 0.0,
                                                          gen))
-    keep = incoming.ok & outgoing.ok & out.alive
+    keep = outgoing.ok & out.alive
     p1 = torch.stack([incoming.x_mm, incoming.y_mm, torch.full_like(incoming.x_mm, top)], -1)[keep]
     v1 = torch.stack([incoming.tx, incoming.ty, -torch.ones_like(incoming.tx)], -1)[keep]
     p2 = torch.stack([outgoing.x_mm, outgoing.y_mm, torch.zeros_like(outgoing.x_mm)], -1)[keep]
@@ -91,7 +93,8 @@ def stage_times(grid, detector, n_seconds: float, device) -> dict:
         names = [c.name for c in channels_of_source(source)]
         stats = ChannelAccumulator(grid.shape, grid.voxel_mm, grid.origin_mm, names, device=device)
         tick(f"voxelise_{source}", lambda: stats.add(*lines, result.point_mm, result.theta_rad))
-    t["muons"] = len(muons)
+    t["muons"] = generated
+    t["transported"] = len(muons)
     t["accepted"] = int(keep.sum())
     t["path_over_transport"] = round(t["voxelise_path"] / t["transport"], 3)
     return t, (p1, v1, p2, v2, result)

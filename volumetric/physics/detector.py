@@ -125,6 +125,11 @@ class MeasuredTracks:
     z_ref_mm: float
     ok: torch.Tensor = field(default=None)
 
+    def select(self, mask: torch.Tensor) -> "MeasuredTracks":
+        """Return the tracks where ``mask`` is true."""
+        return MeasuredTracks(self.x_mm[mask], self.y_mm[mask], self.tx[mask], self.ty[mask], self.z_ref_mm,
+                              None if self.ok is None else self.ok[mask])
+
 
 def _hits(stations, x, y, tx, ty, z_ref, generator):
     """Measured hits ``(S, N)`` and a validity mask for straight lines given at ``z_ref``."""

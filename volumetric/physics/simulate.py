@@ -65,7 +65,8 @@ class Exposure:
 
 @dataclass
 class SimulationCounts:
-    """How many muons were generated, stopped in the block, accepted, and voxelised."""
+    """How many muons were generated, stopped in the block (of those the upper stations measured, the
+    only ones transported), accepted, and voxelised."""
 
     generated: int = 0
     stopped: int = 0
@@ -100,7 +101,9 @@ def simulate_chunk(
     """Generate, transport, detect and reconstruct the muons of one time window.
 
     Returns:
-        The accepted muons and a dict of counts (``generated``, ``stopped``, ``accepted``).
+        The accepted muons and a dict of counts (``generated``, ``stopped``, ``accepted``). Only the
+        muons the upper stations measured are transported (the others cannot be accepted): the
+        same accepted sample in distribution, ~30% less transport.
     """
     gen_seed, run_seed = chunk_seeds(seed, chunk_index)
     top, bottom = grid.top_z_mm, grid.origin_mm[2]
@@ -108,6 +111,8 @@ def simulate_chunk(
     muons = flux.sample_plane(*t_range_s, plane.x_range_mm, plane.y_range_mm, seed=gen_seed, device=device)
     generator = torch.Generator(device=device).manual_seed(run_seed)
     incoming = measure_tracks(detector.above, muons.x_mm, muons.y_mm, muons.tx, muons.ty, plane.z_mm, top, generator)
+    seen = incoming.ok  # only muons the upper stations measured can be accepted: transport just those (~70%)
+    muons, incoming = muons.select(seen), incoming.select(seen)
     drop = plane.z_mm - top
     entry = TrackState(
         muons.x_mm + muons.tx * drop, muons.y_mm + muons.ty * drop, muons.tx, muons.ty, muons.p_gev,
@@ -115,12 +120,12 @@ def simulate_chunk(
     )
     exit_ = transport_through_block(grid, entry, generator, method=method)
     outgoing = measure_tracks(detector.below, exit_.x_mm, exit_.y_mm, exit_.tx, exit_.ty, bottom, bottom, generator)
-    keep = incoming.ok & outgoing.ok & exit_.alive
+    keep = outgoing.ok & exit_.alive
     in_pos, in_dir = _line(incoming.x_mm[keep], incoming.y_mm[keep], incoming.tx[keep], incoming.ty[keep], top)
     out_pos, out_dir = _line(outgoing.x_mm[keep], outgoing.y_mm[keep], outgoing.tx[keep], outgoing.ty[keep], bottom)
     result = poca(in_pos, in_dir, out_pos, out_dir, fallback_z_mm=0.5 * (top + bottom))
     detected = DetectedMuons(muons.p_gev[keep], muons.t_s[keep], in_pos, in_dir, out_pos, out_dir, result)
-    counts = {"generated": len(muons), "stopped": int((~exit_.alive).sum()), "accepted": int(keep.sum())}
+    counts = {"generated": len(seen), "stopped": int((~exit_.alive).sum()), "accepted": int(keep.sum())}
     return detected, counts
 
 
