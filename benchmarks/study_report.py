@@ -268,7 +268,9 @@ def _worked_example(study: Path) -> list[str]:
 
 
 def _copy_plots(evaluations: dict[str, Path], target: Path) -> list[str]:
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # plots of an earlier study must not linger beside this one's
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
     links = []
     for name, folder in evaluations.items():
         pngs = sorted(folder.glob("*.png")) + sorted((folder / "montages").glob("*.png"))[:1]
