@@ -50,3 +50,17 @@ def test_manifest_records_each_shipped_file_sha256():
 
     for role, entry in manifest()["models"].items():
         assert file_sha256(WEIGHTS_DIR / entry["file"]) == entry["sha256"], role
+
+
+def test_shipped_models_condition_a_demo_block_by_its_poca_points():
+    """The demo block (1 m, 0.064 d at 5 mm) holds the PoCA points per voxel of the training data's
+    1-day-equivalent checkpoint: the models are conditioned on that, not on the demo's 0.064 days."""
+    from volumetric.infer.checkpoint import matched_exposure_days, occupancy_curve
+
+    shipped = manifest()
+    for role in shipped["models"]:
+        curve = occupancy_curve(load_pretrained(role).meta)
+        assert curve is not None, role
+    reference_poca_per_voxel = 0.0988  # the 1 m block at 0.064 d, 5 mm (docs/separability.md)
+    days = matched_exposure_days(reference_poca_per_voxel, curve)
+    assert days == pytest.approx(shipped["heldout"]["days"], rel=0.05) and days > 3 * shipped["input_days"]
