@@ -445,10 +445,15 @@ def conditioning_days(model: LoadedModel, raw: torch.Tensor, channels: Sequence[
     Raises:
         ValueError: for an input without PoCA points (all-zero ``count``).
     """
-    curve = occupancy_curve(model.meta)
-    if not model.conditioned or curve is None or "count" not in channels:
+    if not _matches_occupancy(model, channels):
         return exposure_days
-    return matched_exposure_days(float(raw[list(channels).index("count")].double().mean()), curve)
+    count = float(raw[list(channels).index("count")].double().mean())
+    return matched_exposure_days(count, occupancy_curve(model.meta))
+
+
+def _matches_occupancy(model: LoadedModel, channels: Sequence[str]) -> bool:
+    """Whether :func:`conditioning_days` matches ``model``'s exposure by the input's PoCA points."""
+    return model.conditioned and "count" in channels and occupancy_curve(model.meta) is not None
 
 
 def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: float | None = None,
@@ -486,7 +491,7 @@ def predict(model: LoadedModel, raw: np.ndarray | torch.Tensor, exposure_days: f
     roles = {"model": model, **({"segmenter": segmenter} if segmenter is not None else {})}
     days = {role: conditioning_days(m, raw, channels, exposure_days) for role, m in roles.items()}
     issued = [w for role, m in roles.items()
-              for w in _compatible(m, voxel_mm, days[role], matched=occupancy_curve(m.meta) is not None)]
+              for w in _compatible(m, voxel_mm, days[role], matched=_matches_occupancy(m, channels))]
     for message in dict.fromkeys(issued):
         warnings.warn(message, UserWarning, stacklevel=2)
     first = run_model(model, x, days["model"], settings)
