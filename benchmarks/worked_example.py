@@ -32,6 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from volumetric.data.io import load_nifti, read_json_object  # noqa: E402
 from volumetric.evaluation.metrics import dice_iou_per_class, match_objects  # noqa: E402
+from volumetric.data.dataset import dataset_occupancy  # noqa: E402
+from volumetric.infer.checkpoint import matched_exposure_days  # noqa: E402
 from volumetric.infer.files import read_input  # noqa: E402
 from volumetric.infer.predictor import WindowSettings, checkpoint_file, load_model, predict  # noqa: E402
 from volumetric.physics.geometry import load_geometry  # noqa: E402
@@ -48,13 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="markdown section to write")
     p.add_argument("--device", default="auto", help="where windows run")
     return p.parse_args(argv)
-
-
-def matched_days(poca_per_voxel: float, dataset_occupancy: dict[str, dict]) -> float:
-    """Training-dataset days holding ``poca_per_voxel`` PoCA points per voxel (log-log interpolation)."""
-    pairs = sorted((float(d), v["poca_points_per_voxel"]) for d, v in dataset_occupancy.items())
-    days, occupancy = np.log([d for d, _ in pairs]), np.log([o for _, o in pairs])
-    return float(math.exp(np.interp(math.log(poca_per_voxel), occupancy, days)))
 
 
 def _key(occupancy: dict, days: float) -> str:
@@ -125,7 +120,7 @@ def main(argv=None) -> None:
         results[name] = {}
         for days in chosen:
             poca = occupancy[_key(occupancy, days)]["poca_points_per_voxel"]
-            model_days = matched_days(poca, dataset["measured_occupancy"])
+            model_days = matched_exposure_days(poca, {float(d): v for d, v in dataset_occupancy(dataset).items()})
             tag = f"{model_days / scale:.3g} d (full-scale eq.)"
             labels[tag] = (f"case {days:g} simulated days, {poca:.3g} PoCA points/voxel -> the model's "
                            f"{model_days:.4g} training days ({model_days / scale:.3g} full-scale-equivalent)")
