@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
+from volumetric.physics import kernels
 from volumetric.schema import CHANNEL_NAMES, DEFAULT_THETA_THRESHOLD_RAD, check_channel_names, channels_of_source
 from volumetric.schema import muon_weights
 
@@ -42,11 +43,18 @@ class ChannelAccumulator:
         channels: channel names (``volumetric.schema``), in the order of :meth:`volumes`.
         theta_threshold_rad: angle threshold of the ``*_above_threshold`` channels (rad).
         device: where the sums live (the CPU by default).
+        kernel: how path tracks are added: ``"torch"`` (reference, any device), ``"numba"``
+            (fused CPU kernel, threads own layers: the same sums whatever the thread count) or
+            ``"auto"`` (numba on the CPU when it imports).
+        path_batch_tracks: path tracks are held back until this many have been added (or the
+            sums are read), then added in one pass over the layers: each pass streams the whole
+            path volume through memory, so few large passes beat many small ones (2x at 2 mm,
+            ``benchmarks/simulate.py``). Part of the byte-reproducibility contract, like the chunk size.
     """
 
     def __init__(self, shape: Sequence[int], voxel_mm, origin_mm=(0.0, 0.0, 0.0),
                  channels: Sequence[str] = CHANNEL_NAMES, theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
-                 device="cpu"):
+                 device="cpu", kernel: str = "auto", path_batch_tracks: int = 1 << 18):
         self.shape = tuple(int(s) for s in shape)
         if len(self.shape) != 3 or min(self.shape) < 1:
             raise ValueError(f"shape must be three positive voxel counts, got {tuple(shape)}")
@@ -55,16 +63,20 @@ class ChannelAccumulator:
         self.channels = check_channel_names(channels, "statistics channels")
         self.theta_threshold_rad = float(theta_threshold_rad)
         self.device = torch.device(device)
+        self.kernel = kernels.kernel_for(self.device, kernel)
         self._poca_rows = channels_of_source("poca", self.channels)
         self._path_rows = channels_of_source("path", self.channels)
         n_voxels = self.shape[0] * self.shape[1] * self.shape[2]
         kw = {"dtype": torch.float64, "device": self.device}
         self._poca = torch.zeros((n_voxels, len(self._poca_rows)), **kw)
-        # path sums are layer-major slabs padded by one voxel around the footprint: (C, Z * (X+2) * (Y+2))
+        # path sums are layer-major slabs padded by one voxel around the footprint, channels innermost (one
+        # cache line per track and layer): (Z * (X+2) * (Y+2), C)
         padded = self.shape[2] * (self.shape[0] + 2) * (self.shape[1] + 2)
-        self._path = torch.zeros((len(self._path_rows), padded), **kw)
+        self._path = torch.zeros((padded, len(self._path_rows)), **kw)
         self.muons = 0
         self.poca_outside = 0
+        self.path_batch_tracks = int(path_batch_tracks)
+        self._pending_path: list[tuple[torch.Tensor, ...]] = []
 
     @property
     def top_z_mm(self) -> float:
@@ -88,8 +100,17 @@ class ChannelAccumulator:
             self._add_poca(as64(poca_mm), muon_weights(self._poca_rows, theta, self.theta_threshold_rad))
         if self._path_rows:
             split_z = as64(poca_mm)[:, 2].clamp(self.origin_mm[2], self.top_z_mm)
-            self._add_path(as64(in_pos_mm), as64(in_dir), as64(out_pos_mm), as64(out_dir), split_z,
-                           muon_weights(self._path_rows, theta, self.theta_threshold_rad))
+            self._pending_path.append((as64(in_pos_mm), as64(in_dir), as64(out_pos_mm), as64(out_dir), split_z,
+                                       muon_weights(self._path_rows, theta, self.theta_threshold_rad)))
+            if sum(len(t[4]) for t in self._pending_path) >= self.path_batch_tracks:
+                self._flush_path()
+
+    def _flush_path(self) -> None:
+        """Add the held-back path tracks (one pass over the layers)."""
+        if self._pending_path:
+            tracks = [torch.cat(parts) for parts in zip(*self._pending_path)]
+            self._pending_path = []
+            self._add_path(*tracks)
 
     def _add_poca(self, point: torch.Tensor, weights: torch.Tensor) -> None:
         origin = torch.tensor(self.origin_mm, dtype=torch.float64, device=self.device)
@@ -120,8 +141,11 @@ class ChannelAccumulator:
         a_out = (out_pos[order, :2].T - origin) / voxel - b_out * out_pos[order, 2] + 1
         # float32 from here: cell coordinates below ~1e4 voxels are exact to ~1e-3 voxel
         a_in, b_in, a_out, b_out = (t.float().contiguous() for t in (a_in, b_in, a_out, b_out))
-        columns = weights[order].T.contiguous()
+        columns = weights[order]
         z_centre = self.origin_mm[2] + (torch.arange(nz, dtype=torch.float64) + 0.5) * self.voxel_mm[2]
+        if self.kernel == "numba":
+            kernels.add_path_sums(self._path, a_in, b_in, a_out, b_out, columns, split_z, z_centre, nx, ny)
+            return
         first_out = torch.searchsorted(split_z, z_centre.to(split_z.device), right=True).tolist()
         u = torch.empty_like(a_in)
         slab = (nx + 2) * (ny + 2)
@@ -133,11 +157,11 @@ class ChannelAccumulator:
             u[0].clamp_(0, nx + 1)
             u[1].clamp_(0, ny + 1)
             cell = torch.add(u[1], u[0], alpha=ny + 2).long()
-            for c in range(columns.shape[0]):  # a slab-sized view: scatter-add is much faster there
-                self._path[c, k * slab:(k + 1) * slab].scatter_add_(0, cell, columns[c])
+            self._path[k * slab:(k + 1) * slab].index_add_(0, cell, columns)
 
     def volumes(self) -> torch.Tensor:
         """A copy of the sums as ``(C, X, Y, Z)`` float64 on the CPU, channels in :attr:`channels` order."""
+        self._flush_path()
         columns = {r.name: self._poca[:, i].reshape(self.shape) for i, r in enumerate(self._poca_rows)}
         columns.update({r.name: self._path_volume(i) for i, r in enumerate(self._path_rows)})
         return torch.stack([columns[n] for n in self.channels]).cpu().contiguous()
@@ -145,10 +169,11 @@ class ChannelAccumulator:
     def _path_volume(self, i: int) -> torch.Tensor:
         """Path channel ``i`` as an ``(X, Y, Z)`` view (the padded ring dropped)."""
         nx, ny, nz = self.shape
-        return self._path[i].reshape(nz, nx + 2, ny + 2)[:, 1:-1, 1:-1].permute(1, 2, 0)
+        return self._path[:, i].reshape(nz, nx + 2, ny + 2)[:, 1:-1, 1:-1].permute(1, 2, 0)
 
     def occupancy(self) -> dict:
         """Mean PoCA points and path tracks per voxel over the grid (the block), and PoCA outside it."""
+        self._flush_path()
         n_voxels = self._poca.shape[0]
         out = {"muons": int(self.muons), "poca_outside_grid": int(self.poca_outside)}
         names = [r.name for r in self._poca_rows], [r.name for r in self._path_rows]
