@@ -76,6 +76,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="torch device: auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: faster than 2 on a 2-core machine, see benchmarks/simulate.py)")
+    p.add_argument("--kernel", choices=("auto", "torch", "numba"), default="auto",
+                   help="transport and path statistics: auto (fused Numba kernels on the CPU), torch (the "
+                        "reference, any device) or numba")
     p.add_argument("--rate-hz-per-m2", type=_positive_float, default=166.7,
                    help="sky-plane muon rate, Hz/m^2 (166.7 = 14.4e6 muons/day/m^2, the reference)")
     p.add_argument("--detector", type=Path, default=None,
@@ -278,6 +281,7 @@ def _run_simulation(args) -> int:
         block, args.out, args.voxel_mm, days, seed=args.seed, detector=detector, rate_hz_per_m2=args.rate_hz_per_m2,
         method=args.method, save_tracks=args.save_tracks, device=_device(args.device),
         progress=not args.no_progress, overwrite=args.overwrite, theta_threshold_rad=args.theta_threshold_mrad * 1e-3,
+        kernel=args.kernel,
     )
     counts = summary["counts"]
     print(json.dumps({"out": str(args.out), "days": days, "voxel_mm": args.voxel_mm, "seconds": summary["seconds"],
@@ -299,7 +303,8 @@ def _run_demo(args) -> int:
     size = {} if args.min_object_diameter_mm is None else {"min_object_diameter_mm": args.min_object_diameter_mm}
     summary = run_quickstart(args.out, block, seed=args.seed, device=_device(args.device), overwrite=args.overwrite,
                              progress=not args.no_progress, method=args.method, detector=detector,
-                             rate_hz_per_m2=args.rate_hz_per_m2, save_tracks=args.save_tracks, **size)
+                             rate_hz_per_m2=args.rate_hz_per_m2, save_tracks=args.save_tracks, kernel=args.kernel,
+                             **size)
     print(json.dumps({k: summary[k] for k in ("out", "input_days", "voxel_mm", "dice", "objects_found",
                                               "false_positives", "warnings", "simulate_s", "predict_s", "files")}))
     return 0

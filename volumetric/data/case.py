@@ -35,6 +35,7 @@ import torch
 
 from volumetric.physics.detector import Detector, default_detector
 from volumetric.physics.geometry import Block, RasterisedBlock, check_voxel_size, rasterise, save_geometry
+from volumetric.physics.kernels import kernel_for
 from volumetric.data.io import TrackWriter, check_output_folder, exposure_filename, save_nifti, save_statistics
 from volumetric.data.io import mean_theta2_filename, output_folder
 from volumetric.physics.muons import EcoMugFlux
@@ -105,12 +106,14 @@ def simulate_case(
     overwrite: bool = False,
     theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
     mean_theta2_nifti: bool = True,
+    kernel: str = "auto",
 ) -> dict:
     """Simulate ``block`` for the longest exposure and write the case folder ``out_dir``.
 
     ``progress`` ``True`` shows a bar named ``simulate <folder name>``; ``mean_theta2_nifti`` also
     writes each exposure's mean theta^2 image (mrad^2) for a viewer (see :func:`write_exposure`;
-    dataset builds turn it off: 14 extra files a case).
+    dataset builds turn it off: 14 extra files a case). ``kernel`` chooses the transport and path
+    statistics code (``volumetric.physics.simulate.iter_exposures``); ``simulation.json`` records it.
 
     Returns:
         The ``simulation.json`` content (settings, counts, timing).
@@ -131,11 +134,11 @@ def simulate_case(
     progress = f"simulate {out_dir.name}" if progress is True else progress
     with output_folder(out_dir, "volumetric.data.case.simulate_case") as work:
         return _write_case(block, work, voxel_mm, checkpoints_days, seed, detector, flux, method, chunk_muons,
-                           save_tracks, device, progress, settings, mean_theta2_nifti)
+                           save_tracks, device, progress, settings, mean_theta2_nifti, kernel)
 
 
 def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk_muons, save_tracks, device,
-                progress, settings, mean_theta2_nifti) -> dict:
+                progress, settings, mean_theta2_nifti, kernel) -> dict:
     start = time.perf_counter()
     raster = write_truth(work, block, voxel_mm)
     v3 = (raster.voxel_mm,) * 3
@@ -145,6 +148,7 @@ def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk
         exposures = iter_exposures(
             material_grid(raster), detector, days, seed, flux=flux, method=method, chunk_muons=chunk_muons,
             device=device, progress=progress, counts=counts, theta_threshold_rad=settings["theta_threshold_rad"],
+            kernel=kernel,
             on_chunk=(lambda muons: writer.append(_track_records(muons))) if writer else None,
         )
         last, occupancy = _write_exposures(exposures, work, v3, mean_theta2_nifti)
@@ -152,7 +156,8 @@ def _write_case(block, work, voxel_mm, days, seed, detector, flux, method, chunk
     summary["counts"] = {k: v for k, v in vars(counts).items() if k != "extra"}
     summary["occupancy"] = occupancy
     summary["seconds"] = round(time.perf_counter() - start, 3)
-    summary["host"] = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device)}
+    summary["host"] = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+                       "kernel": kernel_for(device, kernel), "threads": torch.get_num_threads()}
     (work / "simulation.json").write_text(json.dumps(summary, indent=2))
     rows = {f"simulated {days[-1]:g} d": mean_theta2_mrad2(last, CHANNEL_NAMES)}
     save_slice_montage(work / "preview.png", rows, {"true classes": raster.label}, v3, colour_label=MEAN_THETA2_LABEL)

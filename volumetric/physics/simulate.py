@@ -97,13 +97,15 @@ def simulate_chunk(
     chunk_index: int,
     method: str = "straight",
     device="cpu",
+    kernel: str = "auto",
 ) -> tuple[DetectedMuons, dict]:
     """Generate, transport, detect and reconstruct the muons of one time window.
 
     Returns:
         The accepted muons and a dict of counts (``generated``, ``stopped``, ``accepted``). Only the
         muons the upper stations measured are transported (the others cannot be accepted): the
-        same accepted sample in distribution, ~30% less transport.
+        same accepted sample in distribution, ~30% less transport. ``kernel`` is passed to
+        :func:`transport_through_block`.
     """
     gen_seed, run_seed = chunk_seeds(seed, chunk_index)
     top, bottom = grid.top_z_mm, grid.origin_mm[2]
@@ -118,7 +120,7 @@ def simulate_chunk(
         muons.x_mm + muons.tx * drop, muons.y_mm + muons.ty * drop, muons.tx, muons.ty, muons.p_gev,
         torch.ones_like(muons.p_gev, dtype=torch.bool),
     )
-    exit_ = transport_through_block(grid, entry, generator, method=method)
+    exit_ = transport_through_block(grid, entry, generator, method=method, kernel=kernel)
     outgoing = measure_tracks(detector.below, exit_.x_mm, exit_.y_mm, exit_.tx, exit_.ty, bottom, bottom, generator)
     keep = outgoing.ok & exit_.alive
     in_pos, in_dir = _line(incoming.x_mm[keep], incoming.y_mm[keep], incoming.tx[keep], incoming.ty[keep], top)
@@ -150,6 +152,7 @@ def iter_exposures(
     counts: SimulationCounts | None = None,
     channels=CHANNEL_NAMES,
     theta_threshold_rad: float = DEFAULT_THETA_THRESHOLD_RAD,
+    kernel: str = "auto",
 ) -> Iterator[Exposure]:
     """Simulate up to the last checkpoint and yield ``(days, statistics)`` at each checkpoint.
 
@@ -168,6 +171,9 @@ def iter_exposures(
         counts: filled in with running totals if given.
         channels: statistics channels to accumulate (``volumetric.schema``).
         theta_threshold_rad: angle threshold of the ``*_above_threshold`` channels (rad).
+        kernel: ``"auto"`` (the fused Numba kernels on the CPU, torch elsewhere), ``"torch"`` (the
+            reference) or ``"numba"``, for transport and path statistics (``volumetric.physics.kernels``).
+            The kernels agree to rounding; bytes are reproducible for one kernel and any thread count.
 
     Yields:
         One :class:`Exposure` per checkpoint (cumulative over ``[0, days]``).
@@ -179,14 +185,15 @@ def iter_exposures(
     area_m2 = (plane.x_range_mm[1] - plane.x_range_mm[0]) * (plane.y_range_mm[1] - plane.y_range_mm[0]) * 1e-6
     chunk_s = chunk_muons / (flux.window_rate_hz_per_m2 * area_m2)
     n_chunks = int(math.ceil(stops_s[-1] / chunk_s - 1e-9))
-    stats = ChannelAccumulator(grid.shape, grid.voxel_mm, grid.origin_mm, channels, theta_threshold_rad, device)
+    stats = ChannelAccumulator(grid.shape, grid.voxel_mm, grid.origin_mm, channels, theta_threshold_rad, device,
+                               kernel)
     counts = counts if counts is not None else SimulationCounts()
     grid = grid.to(device)
     next_stop = 0
     label = progress if isinstance(progress, str) else "simulate"
     for index in tqdm(range(n_chunks), desc=label, unit="chunk", disable=not progress):
         t0, t1 = index * chunk_s, min((index + 1) * chunk_s, stops_s[-1])
-        detected, chunk_counts = simulate_chunk(grid, detector, flux, (t0, t1), seed, index, method, device)
+        detected, chunk_counts = simulate_chunk(grid, detector, flux, (t0, t1), seed, index, method, device, kernel)
         for key, value in chunk_counts.items():
             setattr(counts, key, getattr(counts, key) + value)
         counts.chunks += 1
