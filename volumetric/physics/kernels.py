@@ -144,38 +144,76 @@ def line_integrals(slabs, slab_k, depth_mid, lever, h, x, y, tx, ty, energy0, en
 
 
 @_jit
-def _path_sums_kernel(sums, a_in, b_in, a_out, b_out, columns, split_z, z_centre, nx, ny):
-    slab, n_channels = (nx + 2) * (ny + 2), columns.shape[1]
+def _path_sums_kernel(sums, lines, columns, split_z, z_centre, nx, ny, layers_per_group):
+    slab, n_channels = (nx + 2) * (ny + 2), columns.shape[2]
     for k in _prange(z_centre.shape[0]):  # threads own whole layers: no two add to one cell
+        g = k // layers_per_group  # the track order of this layer's group
         layer = sums[k * slab:(k + 1) * slab]
         z = np.float32(z_centre[k])
-        for i in range(a_in.shape[1]):
+        for i in range(lines.shape[1]):
             # incoming line at or above the PoCA depth, outgoing below; selects, not branches (tracks come
-            # in cell order, so the choice is random and a branch would be mispredicted half the time)
-            incoming = split_z[i] <= z_centre[k]
-            u = a_in[0, i] + z * b_in[0, i] if incoming else a_out[0, i] + z * b_out[0, i]
-            v = a_in[1, i] + z * b_in[1, i] if incoming else a_out[1, i] + z * b_out[1, i]
+            # in row order, so the choice is random and a branch would be mispredicted half the time)
+            incoming = split_z[g, i] <= z_centre[k]
+            line = lines[g, i]
+            u = line[0] + z * line[2] if incoming else line[4] + z * line[6]
+            v = line[1] + z * line[3] if incoming else line[5] + z * line[7]
             cell = int(min(max(v, np.float32(0)), np.float32(ny + 1)))  # floor of a clamped non-negative value
             cell += int(min(max(u, np.float32(0)), np.float32(nx + 1))) * (ny + 2)
             for c in range(n_channels):
-                layer[cell, c] += columns[i, c]
+                layer[cell, c] += columns[g, i, c]
 
 
-def add_path_sums(sums, a_in, b_in, a_out, b_out, columns, split_z_mm, z_centre_mm, nx: int, ny: int) -> None:
+@_jit
+def _sort_tracks_by_cell(lines, columns, split_z, z_groups, nx, ny, sorted_lines, sorted_columns, sorted_split):
+    """Per group, the tracks in order of their cell at the group's middle layer (a counting sort)."""
+    n, n_cells = lines.shape[0], (nx + 2) * (ny + 2)
+    for g in _prange(z_groups.shape[0]):
+        z = np.float32(z_groups[g])
+        cells = np.empty(n, np.int64)
+        start = np.zeros(n_cells + 1, np.int64)
+        for i in range(n):
+            incoming = split_z[i] <= z_groups[g]
+            u = lines[i, 0] + z * lines[i, 2] if incoming else lines[i, 4] + z * lines[i, 6]
+            v = lines[i, 1] + z * lines[i, 3] if incoming else lines[i, 5] + z * lines[i, 7]
+            cells[i] = int(min(max(v, np.float32(0)), np.float32(ny + 1)))
+            cells[i] += int(min(max(u, np.float32(0)), np.float32(nx + 1))) * (ny + 2)
+            start[cells[i] + 1] += 1
+        for c in range(1, n_cells + 1):
+            start[c] += start[c - 1]
+        for i in range(n):
+            j = start[cells[i]]
+            start[cells[i]] += 1
+            sorted_lines[g, j] = lines[i]
+            sorted_columns[g, j] = columns[i]
+            sorted_split[g, j] = split_z[i]
+
+
+def add_path_sums(sums, a_in, b_in, a_out, b_out, columns, split_z_mm, z_centre_mm, nx: int, ny: int,
+                  layers_per_group: int = 25) -> None:
     """Numba form of the layer loop of ``ChannelAccumulator._add_path``, adding into ``sums`` in place.
 
     ``sums``: ``(Z * (X+2) * (Y+2), C)`` float64 CPU tensor; ``a_*``, ``b_*``: ``(2, N)`` float32
     line coefficients in voxel units (cell = ``a + b z``, border-shifted); ``columns``: ``(N, C)``
     float64 weights; ``split_z_mm``: ``(N,)`` height where a track switches from its incoming to
     its outgoing line; ``z_centre_mm``: ``(Z,)`` layer mid-planes.
+
+    Each group of ``layers_per_group`` layers visits the tracks in order of their cell at the
+    group's middle layer: within a group a track moves a few cells, so consecutive adds stay
+    in a band of rows that fits the cache (the path stage 1.3x faster at 2 mm than one order
+    for all layers, sort included).
     """
     _use_torch_threads()
-    mid = 0.5 * float(z_centre_mm[0] + z_centre_mm[-1])
-    order = torch.argsort(torch.floor(a_in[0] + mid * b_in[0]) * (ny + 2) + torch.floor(a_in[1] + mid * b_in[1]))
-    as_np = lambda t, dtype: np.ascontiguousarray(t[..., order].cpu().numpy(), dtype=dtype)  # noqa: E731
-    _path_sums_kernel(
-        sums.numpy(), *(as_np(t, np.float32) for t in (a_in, b_in, a_out, b_out)),
-        np.ascontiguousarray(columns[order].cpu().numpy(), dtype=np.float64),
-        as_np(split_z_mm, np.float64), np.ascontiguousarray(z_centre_mm.cpu().numpy(), dtype=np.float64), int(nx),
-        int(ny),
-    )
+    n_layers, n = len(z_centre_mm), a_in.shape[1]
+    z_centre = np.ascontiguousarray(z_centre_mm.cpu().numpy(), dtype=np.float64)
+    z_groups = z_centre[np.minimum(np.arange(0, n_layers, layers_per_group) + layers_per_group // 2, n_layers - 1)]
+    # one row per track: (a_in x, a_in y, b_in x, b_in y, a_out x, a_out y, b_out x, b_out y)
+    lines = torch.stack([a_in[0], a_in[1], b_in[0], b_in[1], a_out[0], a_out[1], b_out[0], b_out[1]], 1)
+    lines, columns = lines.float().contiguous().cpu().numpy(), columns.double().contiguous().cpu().numpy()
+    split = split_z_mm.double().contiguous().cpu().numpy()
+    groups = len(z_groups)
+    sorted_lines = np.empty((groups, n, 8), np.float32)
+    sorted_columns = np.empty((groups, n, columns.shape[1]), np.float64)
+    sorted_split = np.empty((groups, n), np.float64)
+    _sort_tracks_by_cell(lines, columns, split, z_groups, int(nx), int(ny), sorted_lines, sorted_columns, sorted_split)
+    _path_sums_kernel(sums.numpy(), sorted_lines, sorted_columns, sorted_split, z_centre, int(nx), int(ny),
+                      int(layers_per_group))

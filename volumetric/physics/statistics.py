@@ -123,29 +123,36 @@ class ChannelAccumulator:
         self._poca.index_add_(0, flat, weights[inside])
 
     def _add_path(self, in_pos, in_dir, out_pos, out_dir, split_z, weights) -> None:
-        """Slab-wise: one pass per z layer over the tracks, scatter-adding into that layer's slab.
+        """Add each track to one cell per z layer (``kernel`` torch: :meth:`_add_path_layers`).
 
-        Tracks are sorted by PoCA depth once, so in layer ``k`` the first ``m_k`` use their
-        incoming line and the rest their outgoing line (two contiguous slices, no masks). Cells
-        outside the footprint are clamped into a one-voxel border of the padded slab, which
+        Cells outside the footprint are clamped into a one-voxel border of the padded slab, which
         :meth:`volumes` drops.
         """
         nx, ny, nz = self.shape
-        order = torch.argsort(split_z)
-        split_z = split_z[order]
         voxel = torch.tensor(self.voxel_mm[:2], dtype=torch.float64, device=self.device)[:, None]
         origin = torch.tensor(self.origin_mm[:2], dtype=torch.float64, device=self.device)[:, None]
         # each line's (x, y) at height z in voxel units, shifted by the border: a + b z, as (2, N)
-        b_in, b_out = (d[order, :2].T / d[order, 2] / voxel for d in (in_dir, out_dir))
-        a_in = (in_pos[order, :2].T - origin) / voxel - b_in * in_pos[order, 2] + 1
-        a_out = (out_pos[order, :2].T - origin) / voxel - b_out * out_pos[order, 2] + 1
+        b_in, b_out = (d[:, :2].T / d[:, 2] / voxel for d in (in_dir, out_dir))
+        a_in = (in_pos[:, :2].T - origin) / voxel - b_in * in_pos[:, 2] + 1
+        a_out = (out_pos[:, :2].T - origin) / voxel - b_out * out_pos[:, 2] + 1
         # float32 from here: cell coordinates below ~1e4 voxels are exact to ~1e-3 voxel
-        a_in, b_in, a_out, b_out = (t.float().contiguous() for t in (a_in, b_in, a_out, b_out))
-        columns = weights[order]
+        lines = [t.float().contiguous() for t in (a_in, b_in, a_out, b_out)]
         z_centre = self.origin_mm[2] + (torch.arange(nz, dtype=torch.float64) + 0.5) * self.voxel_mm[2]
         if self.kernel == "numba":
-            kernels.add_path_sums(self._path, a_in, b_in, a_out, b_out, columns, split_z, z_centre, nx, ny)
-            return
+            kernels.add_path_sums(self._path, *lines, weights, split_z, z_centre, nx, ny)
+        else:
+            self._add_path_layers(*lines, weights, split_z, z_centre)
+
+    def _add_path_layers(self, a_in, b_in, a_out, b_out, weights, split_z, z_centre) -> None:
+        """The torch reference: one pass per layer, a scatter-add into that layer's slab.
+
+        Tracks are sorted by PoCA depth once, so in layer ``k`` the first ``m_k`` use their
+        incoming line and the rest their outgoing line (two contiguous slices, no masks).
+        """
+        nx, ny, nz = self.shape
+        order = torch.argsort(split_z)
+        a_in, b_in, a_out, b_out = (t[:, order] for t in (a_in, b_in, a_out, b_out))
+        columns, split_z = weights[order], split_z[order]
         first_out = torch.searchsorted(split_z, z_centre.to(split_z.device), right=True).tolist()
         u = torch.empty_like(a_in)
         slab = (nx + 2) * (ny + 2)
