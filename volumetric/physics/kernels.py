@@ -27,14 +27,10 @@ try:
 except ImportError:  # Numba is a dependency; without it the torch reference runs everywhere
     numba = None
 
-__all__ = ["KERNELS", "add_path_sums", "kernel_for", "line_integrals", "numba_available"]
+__all__ = ["KERNELS", "add_path_sums", "kernel_for", "line_integrals"]
 
 KERNELS = ("auto", "torch", "numba")
 _MUON_BLOCK = 64  # muons per parallel work item (one scratch buffer each)
-
-
-def numba_available() -> bool:
-    return numba is not None
 
 
 def kernel_for(device, kernel: str = "auto") -> str:
@@ -44,10 +40,10 @@ def kernel_for(device, kernel: str = "auto") -> str:
     on_cpu = torch.device(device).type == "cpu"
     if kernel == "numba" and not on_cpu:
         raise ValueError(f"the numba kernel runs on the CPU only, not on {device}; use kernel='torch' there")
-    if kernel == "numba" and not numba_available():
+    if kernel == "numba" and numba is None:
         raise ValueError("kernel='numba' needs Numba (pip install numba); kernel='torch' runs without it")
     if kernel == "auto":
-        return "numba" if on_cpu and numba_available() else "torch"
+        return "numba" if on_cpu and numba is not None else "torch"
     return kernel
 
 
@@ -143,6 +139,21 @@ def line_integrals(slabs, slab_k, depth_mid, lever, h, x, y, tx, ty, energy0, en
     return [torch.from_numpy(row) for row in out]
 
 
+def _track_cell(line, incoming, z, nx, ny):
+    """In-slab cell of a track at height ``z`` (float32): its incoming line at or above the PoCA
+    depth, its outgoing line below. ``line`` = (a_in x, a_in y, b_in x, b_in y, a_out x, ...) in
+    border-shifted cell units. Selects, not branches: tracks come in cell order, so the choice
+    is random and a branch would be mispredicted half the time."""
+    u = line[0] + z * line[2] if incoming else line[4] + z * line[6]
+    v = line[1] + z * line[3] if incoming else line[5] + z * line[7]
+    cell = int(min(max(v, np.float32(0)), np.float32(ny + 1)))  # floor of a clamped non-negative value
+    return cell + int(min(max(u, np.float32(0)), np.float32(nx + 1))) * (ny + 2)
+
+
+if numba is not None:
+    _track_cell = numba.njit(cache=True, nogil=True, inline="always")(_track_cell)
+
+
 @_jit
 def _path_sums_kernel(sums, lines, columns, split_z, z_centre, nx, ny, layers_per_group):
     slab, n_channels = (nx + 2) * (ny + 2), columns.shape[2]
@@ -151,14 +162,7 @@ def _path_sums_kernel(sums, lines, columns, split_z, z_centre, nx, ny, layers_pe
         layer = sums[k * slab:(k + 1) * slab]
         z = np.float32(z_centre[k])
         for i in range(lines.shape[1]):
-            # incoming line at or above the PoCA depth, outgoing below; selects, not branches (tracks come
-            # in row order, so the choice is random and a branch would be mispredicted half the time)
-            incoming = split_z[g, i] <= z_centre[k]
-            line = lines[g, i]
-            u = line[0] + z * line[2] if incoming else line[4] + z * line[6]
-            v = line[1] + z * line[3] if incoming else line[5] + z * line[7]
-            cell = int(min(max(v, np.float32(0)), np.float32(ny + 1)))  # floor of a clamped non-negative value
-            cell += int(min(max(u, np.float32(0)), np.float32(nx + 1))) * (ny + 2)
+            cell = _track_cell(lines[g, i], split_z[g, i] <= z_centre[k], z, nx, ny)
             for c in range(n_channels):
                 layer[cell, c] += columns[g, i, c]
 
@@ -172,11 +176,7 @@ def _sort_tracks_by_cell(lines, columns, split_z, z_groups, nx, ny, sorted_lines
         cells = np.empty(n, np.int64)
         start = np.zeros(n_cells + 1, np.int64)
         for i in range(n):
-            incoming = split_z[i] <= z_groups[g]
-            u = lines[i, 0] + z * lines[i, 2] if incoming else lines[i, 4] + z * lines[i, 6]
-            v = lines[i, 1] + z * lines[i, 3] if incoming else lines[i, 5] + z * lines[i, 7]
-            cells[i] = int(min(max(v, np.float32(0)), np.float32(ny + 1)))
-            cells[i] += int(min(max(u, np.float32(0)), np.float32(nx + 1))) * (ny + 2)
+            cells[i] = _track_cell(lines[i], split_z[i] <= z_groups[g], z, nx, ny)
             start[cells[i] + 1] += 1
         for c in range(1, n_cells + 1):
             start[c] += start[c - 1]
