@@ -70,6 +70,18 @@ def test_same_seed_same_bytes(tmp_path, geometry):
     assert np.array_equal(a, b)
 
 
+def test_the_kernel_is_chosen_and_recorded(tmp_path, geometry):
+    """--kernel torch runs the reference; it agrees with the default (numba) kernel to rounding."""
+    assert _simulate(geometry, tmp_path / "auto") == 0
+    assert _simulate(geometry, tmp_path / "torch", "--kernel", "torch") == 0
+    hosts = {k: json.loads((tmp_path / k / "simulation.json").read_text())["host"] for k in ("auto", "torch")}
+    assert hosts["auto"]["kernel"] == "numba" and hosts["torch"]["kernel"] == "torch"
+    assert hosts["torch"]["threads"] == 1
+    a, _ = load_nifti(tmp_path / "auto/exposures/0.02d.nii.gz")
+    b, _ = load_nifti(tmp_path / "torch/exposures/0.02d.nii.gz")
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_refuses_to_overwrite(tmp_path, geometry, capsys):
     out = tmp_path / "case"
     out.mkdir()
