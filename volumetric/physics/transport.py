@@ -41,6 +41,10 @@ Two methods share this physics:
   ``Var(y) = sum s_i^2 (l_i^2/12 + (l_i/2 + R_i)^2)``, ``R_i`` the path left after step ``i``.
   Exact for the Gaussian model when the deflection stays within a voxel; 4 normals per muon
   instead of 4 per muon and step.
+
+The sums along the entry line (both methods need ``X_tot``) are computed by the torch code
+below (the reference, and the CUDA path) or, on the CPU, by the fused Numba kernel of
+``volumetric.physics.kernels`` (``kernel=``), which adds the same terms.
 """
 
 from __future__ import annotations
