@@ -77,7 +77,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="torch device: auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1),
                    help="CPU threads of torch and the Numba kernels (default 2, or 1 on a 1-core machine: on 2 "
-                        "cores 1.1-1.2x faster than 1, the kernels being memory-bound; see benchmarks/simulate.py)")
+                        "cores 1.1-1.6x faster than 1, the kernels being memory-bound; see benchmarks/simulate.py)")
     p.add_argument("--kernel", choices=("auto", "torch", "numba"), default="auto",
                    help="transport and path statistics: auto (fused Numba kernels on the CPU), torch (the "
                         "reference, any device) or numba")
