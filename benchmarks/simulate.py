@@ -97,7 +97,7 @@ def stage_times(grid, detector, n_seconds: float, device, kernel: str, n_chunks:
 
     for chunk in range(2 * n_chunks):
         if chunk == n_chunks:
-            stats._flush_path()
+            stats.flush()
             timed = True
         muons = tick("generate", lambda: flux.sample_plane(0.0, n_seconds, plane.x_range_mm, plane.y_range_mm,
                                                            chunk, device))
@@ -122,7 +122,7 @@ def stage_times(grid, detector, n_seconds: float, device, kernel: str, n_chunks:
         tick("voxelise", lambda: stats.add(*lines, result.point_mm, result.theta_rad))
         counts["transported"] += len(muons) * timed
         counts["accepted"] += int(keep.sum()) * timed
-    tick("voxelise", stats._flush_path)  # the last held-back path tracks
+    tick("voxelise", stats.flush)  # the last held-back path tracks
     per_chunk = {k: round(v / n_chunks, 4) for k, v in t.items()}
     total = sum(per_chunk.values())
     return {"seconds_per_chunk": per_chunk, "share": {k: round(v / total, 3) for k, v in per_chunk.items()},

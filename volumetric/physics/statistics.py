@@ -103,10 +103,10 @@ class ChannelAccumulator:
             self._pending_path.append((as64(in_pos_mm), as64(in_dir), as64(out_pos_mm), as64(out_dir), split_z,
                                        muon_weights(self._path_rows, theta, self.theta_threshold_rad)))
             if sum(len(t[4]) for t in self._pending_path) >= self.path_batch_tracks:
-                self._flush_path()
+                self.flush()
 
-    def _flush_path(self) -> None:
-        """Add the held-back path tracks (one pass over the layers)."""
+    def flush(self) -> None:
+        """Add the held-back path tracks now (one pass over the layers); reading the sums does it too."""
         if self._pending_path:
             tracks = [torch.cat(parts) for parts in zip(*self._pending_path)]
             self._pending_path = []
@@ -168,7 +168,7 @@ class ChannelAccumulator:
 
     def volumes(self) -> torch.Tensor:
         """A copy of the sums as ``(C, X, Y, Z)`` float64 on the CPU, channels in :attr:`channels` order."""
-        self._flush_path()
+        self.flush()
         columns = {r.name: self._poca[:, i].reshape(self.shape) for i, r in enumerate(self._poca_rows)}
         columns.update({r.name: self._path_volume(i) for i, r in enumerate(self._path_rows)})
         return torch.stack([columns[n] for n in self.channels]).cpu().contiguous()
@@ -180,7 +180,7 @@ class ChannelAccumulator:
 
     def occupancy(self) -> dict:
         """Mean PoCA points and path tracks per voxel over the grid (the block), and PoCA outside it."""
-        self._flush_path()
+        self.flush()
         n_voxels = self._poca.shape[0]
         out = {"muons": int(self.muons), "poca_outside_grid": int(self.poca_outside)}
         names = [r.name for r in self._poca_rows], [r.name for r in self._path_rows]
